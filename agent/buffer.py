@@ -1,0 +1,300 @@
+"""The device buffer: one SQLite file per device, the local bus between app processes and the
+daemon.
+
+App processes append records (the Meter's flusher); the daemon reads them in seq order, ships
+them and deletes only what the collector acknowledged. WAL lets readers and the single writer
+of the moment proceed together; `BEGIN IMMEDIATE` takes the write lock up front so two writers
+queue on `busy_timeout` instead of failing half-way; `synchronous=FULL` makes a commit survive
+power loss. Seqs come from `INTEGER PRIMARY KEY AUTOINCREMENT`, so they are never reused, and
+because SQLite has one writer at a time, the committed seqs are always a gap-free prefix
+order-wise: a reader never sees seq N+1 committed before seq N.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
+
+logger = logging.getLogger(__name__)
+
+# Columns an append writes, in the order of the row tuples it takes (seq is assigned).
+APPEND_COLUMNS = (
+    "kind", "model", "model_version", "runtime", "execution_provider", "batch_size",
+    "input_bytes", "output_bytes", "input_tokens", "output_tokens", "start_unix_ns",
+    "duration_ns", "cpu_time_ns", "status", "error_type", "tags", "pid", "count",
+    "gpu_time_ns", "energy", "memory",
+)
+_RECORD_COLUMNS = ("seq", *APPEND_COLUMNS)
+_INSERT_SQL = (
+    f"INSERT INTO records ({', '.join(APPEND_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(APPEND_COLUMNS))})"
+)
+
+_RECORD_TABLE_BODY = """
+    kind INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL DEFAULT '',
+    runtime TEXT NOT NULL DEFAULT '',
+    execution_provider TEXT NOT NULL DEFAULT '',
+    batch_size INTEGER NOT NULL DEFAULT 0,
+    input_bytes INTEGER NOT NULL DEFAULT 0,
+    output_bytes INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    start_unix_ns INTEGER NOT NULL,
+    duration_ns INTEGER NOT NULL,
+    cpu_time_ns INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL,
+    error_type TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '{}',
+    pid INTEGER NOT NULL DEFAULT 0,
+    count INTEGER NOT NULL DEFAULT 1,
+    gpu_time_ns INTEGER NOT NULL DEFAULT 0,
+    energy TEXT,
+    memory TEXT
+"""
+
+# Each entry moves the schema from version i to i+1 (PRAGMA user_version). Append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, {_RECORD_TABLE_BODY});
+    -- Records the collector refused as invalid: kept for inspection, never shipped again.
+    CREATE TABLE rejected (
+        seq INTEGER PRIMARY KEY, {_RECORD_TABLE_BODY},
+        reason TEXT NOT NULL, rejected_unix_ns INTEGER NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class BufferError(Exception):
+    """The buffer file cannot be used (newer schema, not a buffer, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    path: str
+    stream_id: str
+    schema_version: int
+    records: int
+    first_seq: int | None
+    last_seq: int | None
+    rejected: int
+    file_bytes: int
+
+
+def encode_tags(tags: dict[str, str]) -> str:
+    return json.dumps(tags, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def encode_energy(energy: Sequence[EnergyShare]) -> str | None:
+    if not energy:
+        return None
+    return json.dumps(
+        [[s.domain, s.energy_uj, s.sensor, s.method, s.interval_ns, s.error_uj] for s in energy],
+        separators=(",", ":"),
+    )
+
+
+def encode_memory(memory: Memory | None) -> str | None:
+    if memory is None:
+        return None
+    return json.dumps(
+        [memory.peak_rss_bytes, memory.peak_gpu_memory_bytes, memory.model_resident_bytes]
+    )
+
+
+def row_from_record(record: UsageRecord) -> tuple:
+    """The append row (APPEND_COLUMNS order) for a record; its seq is ignored."""
+    return (
+        int(record.kind), record.model, record.model_version, record.runtime,
+        record.execution_provider, record.batch_size, record.input_bytes, record.output_bytes,
+        record.input_tokens, record.output_tokens, record.start_unix_ns, record.duration_ns,
+        record.cpu_time_ns, int(record.status), record.error_type, encode_tags(dict(record.tags)),
+        record.pid, record.count, record.gpu_time_ns, encode_energy(record.energy),
+        encode_memory(record.memory),
+    )
+
+
+_KINDS = {kind.value: kind for kind in Kind}
+_STATUSES = {status.value: status for status in Status}
+
+
+def _record_from_row(row: Sequence) -> UsageRecord:
+    (seq, kind, model, model_version, runtime, provider, batch_size, input_bytes, output_bytes,
+     input_tokens, output_tokens, start_unix_ns, duration_ns, cpu_time_ns, status, error_type,
+     tags, pid, count, gpu_time_ns, energy, memory) = row
+    return UsageRecord(
+        seq=seq, kind=_KINDS.get(kind, kind), model=model, model_version=model_version,
+        runtime=runtime, execution_provider=provider, batch_size=batch_size,
+        input_bytes=input_bytes, output_bytes=output_bytes, input_tokens=input_tokens,
+        output_tokens=output_tokens, start_unix_ns=start_unix_ns, duration_ns=duration_ns,
+        cpu_time_ns=cpu_time_ns, status=_STATUSES.get(status, status), error_type=error_type,
+        tags=json.loads(tags) if tags != "{}" else {}, pid=pid, count=count,
+        gpu_time_ns=gpu_time_ns,
+        energy=tuple(EnergyShare(*share) for share in json.loads(energy)) if energy else (),
+        memory=Memory(*json.loads(memory)) if memory else None,
+    )
+
+
+def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have migrated meanwhile.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise BufferError(
+                f"{path} has buffer schema {version}, newer than this infermeter's "
+                f"{SCHEMA_VERSION}: upgrade infermeter on this device"
+            )
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise BufferError(f"{path} is an SQLite file but not an infermeter buffer")
+        for script in MIGRATIONS[version:]:
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+        if version == 0:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('stream_id', ?), ('created_unix_ns', ?)",
+                (secrets.token_hex(16), str(time.time_ns())),
+            )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if version < SCHEMA_VERSION:
+        logger.info("buffer %s: schema %d -> %d", path, version, SCHEMA_VERSION)
+
+
+class Buffer:
+    """One connection to the device buffer. Safe to share between threads (transactions take
+    a lock); open one per process."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, stream_id: str) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.path = path
+        self.stream_id = stream_id
+
+    @classmethod
+    def open(cls, path: str | Path, *, busy_timeout_ms: int = 10_000) -> Buffer:
+        """Open (creating and migrating if needed) the buffer at path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = _connect(path, busy_timeout_ms)
+            try:
+                _migrate(conn, path)
+                stream_id = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'stream_id'"
+                ).fetchone()[0]
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.DatabaseError as err:
+            raise BufferError(f"cannot open buffer {path}: {err}") from err
+        return cls(conn, path, stream_id)
+
+    def append(self, rows: Iterable[tuple]) -> int:
+        """Insert rows (APPEND_COLUMNS order) in one transaction; return the last seq used
+        (0 when rows was empty)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(_INSERT_SQL, rows)
+            return conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+    def read(self, *, after_seq: int = 0, limit: int = 1000) -> list[UsageRecord]:
+        """Up to limit records with seq > after_seq, in seq order."""
+        cursor = self._conn.execute(
+            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [_record_from_row(row) for row in cursor]
+
+    def delete_through(self, seq: int) -> int:
+        """Delete every record with seq <= seq (the collector acknowledged them)."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM records WHERE seq <= ?", (seq,)).rowcount
+
+    def reject(self, seqs: Sequence[int], reason: str) -> int:
+        """Move records out of the shipping queue into `rejected`, keeping them for inspection."""
+        marks = ", ".join("?" * len(seqs))
+        columns = ", ".join(_RECORD_COLUMNS)
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO rejected ({columns}, reason, rejected_unix_ns) "
+                f"SELECT {columns}, ?, ? FROM records WHERE seq IN ({marks})",
+                (reason, time.time_ns(), *seqs),
+            )
+            return conn.execute(f"DELETE FROM records WHERE seq IN ({marks})", tuple(seqs)).rowcount
+
+    def rejected(self, *, limit: int = 1000) -> list[tuple[UsageRecord, str]]:
+        cursor = self._conn.execute(
+            f"SELECT {', '.join(_RECORD_COLUMNS)}, reason FROM rejected ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [(_record_from_row(row[:-1]), row[-1]) for row in cursor]
+
+    def stats(self) -> BufferStats:
+        count, first, last = self._conn.execute(
+            "SELECT count(*), min(seq), max(seq) FROM records"
+        ).fetchone()
+        rejected = self._conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        file_bytes = sum(
+            p.stat().st_size
+            for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+            if p.exists()
+        )
+        return BufferStats(
+            path=str(self.path), stream_id=self.stream_id, schema_version=SCHEMA_VERSION,
+            records=count, first_seq=first, last_seq=last, rejected=rejected,
+            file_bytes=file_bytes,
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")

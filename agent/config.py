@@ -1,0 +1,170 @@
+"""The agent's configuration: one frozen dataclass, read once from TOML, the environment and
+command-line overrides (in that order of precedence, last wins). Everything else receives it.
+
+    buffer = "/var/lib/infermeter/buffer.db"
+
+    [tags]                       # added to every record made on this device
+    site = "plant-3"
+
+    [collector]
+    address = "collector.example.com:50051"
+    token_file = "/etc/infermeter/device.token"   # or token = "..." (not recommended)
+    timeout_s = 10
+
+    [shipper]
+    batch_size = 2000
+    interval_s = 1.0
+    backoff_initial_s = 0.5
+    backoff_max_s = 60
+
+Environment: INFERMETER_CONFIG (path of the TOML file), INFERMETER_BUFFER, INFERMETER_TAGS
+("k=v,k2=v2"), INFERMETER_COLLECTOR, INFERMETER_TOKEN_FILE, INFERMETER_TOKEN.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+DEFAULT_BUFFER = "/var/lib/infermeter/buffer.db"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    buffer_path: Path = Path(DEFAULT_BUFFER)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    collector_address: str = ""
+    token: str = field(default="", repr=False)
+    token_file: Path | None = None
+    timeout_s: float = 10.0
+    batch_size: int = 2000
+    interval_s: float = 1.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+
+    def device_token(self) -> str:
+        """The device token: inline, or read from token_file at the moment of the call (so a
+        rotated token is picked up without a restart)."""
+        if self.token:
+            return self.token
+        if self.token_file is None:
+            raise ConfigError("no device token: set collector.token_file (or INFERMETER_TOKEN_FILE)")
+        try:
+            token = self.token_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read the device token from {self.token_file}: {err.strerror}") from err
+        if not token:
+            raise ConfigError(f"the device token file {self.token_file} is empty")
+        return token
+
+
+# TOML table -> {key: (AgentConfig field, type)}
+_SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
+    None: {"buffer": ("buffer_path", Path)},
+    "collector": {
+        "address": ("collector_address", str),
+        "token": ("token", str),
+        "token_file": ("token_file", Path),
+        "timeout_s": ("timeout_s", float),
+    },
+    "shipper": {
+        "batch_size": ("batch_size", int),
+        "interval_s": ("interval_s", float),
+        "backoff_initial_s": ("backoff_initial_s", float),
+        "backoff_max_s": ("backoff_max_s", float),
+    },
+}
+_ENV = {
+    "INFERMETER_BUFFER": ("buffer_path", Path),
+    "INFERMETER_COLLECTOR": ("collector_address", str),
+    "INFERMETER_TOKEN_FILE": ("token_file", Path),
+    "INFERMETER_TOKEN": ("token", str),
+}
+
+
+def parse_tags(text: str, *, source: str = "INFERMETER_TAGS") -> dict[str, str]:
+    """Parse "k=v,k2=v2" into a dict."""
+    tags = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: {item!r} is not KEY=VALUE")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _coerce(where: str, value: object, kind: type) -> object:
+    if kind is float and type(value) in (int, float) or kind is int and type(value) is int:
+        if value < 0 or (kind is float and value != value):
+            raise ConfigError(f"{where} must not be negative")
+        return kind(value)
+    if kind in (str, Path) and isinstance(value, str):
+        return kind(value)
+    raise ConfigError(f"{where} must be a {kind.__name__}, got {type(value).__name__}")
+
+
+def _from_toml(path: Path) -> dict[str, object]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from err
+    values: dict[str, object] = {}
+    for key, value in document.items():
+        if key == "tags":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{path}: [tags] must map names to strings")
+            values["tags"] = dict(value)
+        elif key in _SCHEMA and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                if sub not in _SCHEMA[key]:
+                    raise ConfigError(f"{path}: unknown key {key}.{sub}")
+                name, kind = _SCHEMA[key][sub]
+                values[name] = _coerce(f"{path}: {key}.{sub}", sub_value, kind)
+        elif key in _SCHEMA[None]:
+            name, kind = _SCHEMA[None][key]
+            values[name] = _coerce(f"{path}: {key}", value, kind)
+        else:
+            raise ConfigError(f"{path}: unknown key {key}")
+    return values
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> AgentConfig:
+    """Read the configuration. path (or $INFERMETER_CONFIG) names the TOML file; without one,
+    defaults and the environment apply. overrides are AgentConfig field names (CLI flags)."""
+    env = os.environ if env is None else env
+    path = path or env.get("INFERMETER_CONFIG")
+    values: dict[str, object] = _from_toml(Path(path)) if path else {}
+    for var, (name, kind) in _ENV.items():
+        if env.get(var):
+            values[name] = kind(env[var])
+    if env.get("INFERMETER_TAGS"):
+        values["tags"] = {**values.get("tags", {}), **parse_tags(env["INFERMETER_TAGS"])}
+    known = {f.name for f in fields(AgentConfig)}
+    for name, value in (overrides or {}).items():
+        if name not in known:
+            raise ConfigError(f"unknown setting {name}")
+        if value is not None:
+            values[name] = value
+    config = replace(AgentConfig(), **values)
+    if config.batch_size < 1:
+        raise ConfigError("shipper.batch_size must be at least 1")
+    return config

@@ -1,0 +1,188 @@
+"""The usage record: one metered unit of work, as both the device and the collector see it.
+
+Integers at the boundaries, units in the names. The same validation runs in the agent before
+shipping and in the collector on ingest, so a record the agent accepts is one the collector
+accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+INT64_MAX = 2**63 - 1
+# Plausible wall-clock range for a record's start: a device whose clock says 1970 (no RTC, no
+# NTP yet) or 9999 produces records that no period or price book can be matched to.
+MIN_START_UNIX_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z
+MAX_START_UNIX_NS = 4_102_444_800 * 10**9  # 2100-01-01T00:00:00Z
+MAX_DURATION_NS = 31 * 86_400 * 10**9
+MAX_TEXT_CHARS = 256
+MAX_TAG_KEY_CHARS = 128
+MAX_TAGS = 64
+MAX_ENERGY_SHARES = 16
+
+
+class Kind(enum.IntEnum):
+    """Values equal infermeter.v1.RecordKind."""
+
+    INFERENCE = 1
+    SPAN = 2
+    IDLE = 3
+    ROLLUP = 4
+    GAP = 5
+
+
+class Status(enum.IntEnum):
+    """Values equal infermeter.v1.Status."""
+
+    OK = 1
+    ERROR = 2
+
+
+@dataclass(slots=True)
+class EnergyShare:
+    domain: str
+    energy_uj: int
+    sensor: str
+    method: str
+    interval_ns: int = 0
+    error_uj: int = 0
+
+
+@dataclass(slots=True)
+class Memory:
+    peak_rss_bytes: int = 0
+    peak_gpu_memory_bytes: int = 0
+    model_resident_bytes: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class UsageRecord:
+    seq: int
+    kind: Kind
+    model: str
+    start_unix_ns: int
+    duration_ns: int
+    model_version: str = ""
+    runtime: str = ""
+    execution_provider: str = ""
+    batch_size: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cpu_time_ns: int = 0
+    status: Status = Status.OK
+    error_type: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    pid: int = 0
+    count: int = 1
+    gpu_time_ns: int = 0
+    energy: tuple[EnergyShare, ...] = ()
+    memory: Memory | None = None
+
+    @property
+    def energy_uj(self) -> int:
+        return sum(share.energy_uj for share in self.energy)
+
+
+class InvalidRecord(ValueError):
+    """A record that breaks the protocol's rules; `field` names the offending field."""
+
+    def __init__(self, field: str, reason: str, *, seq: int | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.seq = seq
+        where = f"record seq {seq}: " if seq is not None else ""
+        super().__init__(f"{where}{field}: {reason}")
+
+    def at(self, seq: int) -> InvalidRecord:
+        return InvalidRecord(self.field, self.reason, seq=seq)
+
+
+_COUNTERS = (
+    "batch_size", "input_bytes", "output_bytes", "input_tokens", "output_tokens",
+    "cpu_time_ns", "pid", "count", "gpu_time_ns",
+)
+_KINDS = frozenset(Kind)
+_STATUSES = frozenset(Status)
+_TEXTS = ("model", "model_version", "runtime", "execution_provider", "error_type")
+# C0 controls and DEL: invisible in reports, and NUL truncates strings in C-based tools.
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    # type() and not isinstance(): bools are ints to isinstance, and a bool is never a count.
+    if type(value) is not int and not isinstance(value, enum.IntEnum):
+        raise InvalidRecord(name, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidRecord(name, f"{value} is outside [{low}, {high}]")
+
+
+def _check_counter(name: str, value: object) -> None:
+    if type(value) is not int or value < 0 or value > INT64_MAX:
+        _check_int(name, value, 0, INT64_MAX)
+
+
+def check_text(name: str, value: object, max_chars: int = MAX_TEXT_CHARS, *, required: bool = False) -> None:
+    if type(value) is not str:
+        raise InvalidRecord(name, f"must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise InvalidRecord(name, "must not be empty")
+    if len(value) > max_chars:
+        raise InvalidRecord(name, f"is {len(value)} characters long; the limit is {max_chars}")
+    if not _CONTROL.isdisjoint(value):
+        raise InvalidRecord(name, "contains control characters")
+
+
+def _check_tags(tags: object) -> None:
+    if not isinstance(tags, Mapping):
+        raise InvalidRecord("tags", "must be a mapping of strings to strings")
+    if not tags:
+        return
+    if len(tags) > MAX_TAGS:
+        raise InvalidRecord("tags", f"has {len(tags)} entries; the limit is {MAX_TAGS}")
+    for key, value in tags.items():
+        check_text("tags", key, MAX_TAG_KEY_CHARS, required=True)
+        check_text(f"tags.{key}", value)
+
+
+def _check_energy(energy: object) -> None:
+    if energy == ():
+        return
+    if not isinstance(energy, tuple) or len(energy) > MAX_ENERGY_SHARES:
+        raise InvalidRecord("energy", f"must be a tuple of at most {MAX_ENERGY_SHARES} shares")
+    for share in energy:
+        for name in ("domain", "sensor", "method"):
+            check_text(f"energy.{name}", getattr(share, name), 32, required=True)
+        for name in ("energy_uj", "interval_ns", "error_uj"):
+            _check_int(f"energy.{name}", getattr(share, name), 0, INT64_MAX)
+
+
+def validate(record: UsageRecord) -> None:
+    """Raise InvalidRecord naming the first field that breaks the rules; return None if valid."""
+    try:
+        _check_int("seq", record.seq, 1, INT64_MAX)
+        if record.kind not in _KINDS:
+            raise InvalidRecord("kind", f"unknown record kind {record.kind!r}")
+        if record.status not in _STATUSES:
+            raise InvalidRecord("status", f"unknown status {record.status!r}")
+        check_text("model", record.model, required=record.kind in (Kind.INFERENCE, Kind.SPAN))
+        for name in _TEXTS[1:]:
+            check_text(name, getattr(record, name))
+        _check_int("start_unix_ns", record.start_unix_ns, MIN_START_UNIX_NS, MAX_START_UNIX_NS - 1)
+        _check_int("duration_ns", record.duration_ns, 0, MAX_DURATION_NS)
+        for name in _COUNTERS:
+            _check_counter(name, getattr(record, name))
+        if record.count == 0 and record.kind is not Kind.IDLE:
+            raise InvalidRecord("count", "must be at least 1")
+        _check_tags(record.tags)
+        _check_energy(record.energy)
+        if record.memory is not None:
+            for name in ("peak_rss_bytes", "peak_gpu_memory_bytes", "model_resident_bytes"):
+                _check_int(f"memory.{name}", getattr(record.memory, name), 0, INT64_MAX)
+    except InvalidRecord as err:
+        if err.seq is None and type(record.seq) is int:
+            raise err.at(record.seq) from None
+        raise

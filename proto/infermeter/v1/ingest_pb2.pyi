@@ -1,0 +1,76 @@
+from infermeter.v1 import usage_pb2 as _usage_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeviceInfo(_message.Message):
+    __slots__ = ("hostname", "cpu_cores", "platform", "agent_version")
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    cpu_cores: int
+    platform: str
+    agent_version: str
+    def __init__(self, hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., platform: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("stream_id", "first_seq", "last_seq", "records", "device")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    first_seq: int
+    last_seq: int
+    records: _containers.RepeatedCompositeFieldContainer[_usage_pb2.UsageRecord]
+    device: DeviceInfo
+    def __init__(self, stream_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[_usage_pb2.UsageRecord, _Mapping]]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ...) -> None: ...
+
+class BudgetState(_message.Message):
+    __slots__ = ("budget_id", "scope", "action", "state", "currency", "lease_remaining_micros")
+    BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
+    budget_id: str
+    scope: str
+    action: str
+    state: str
+    currency: str
+    lease_remaining_micros: int
+    def __init__(self, budget_id: _Optional[str] = ..., scope: _Optional[str] = ..., action: _Optional[str] = ..., state: _Optional[str] = ..., currency: _Optional[str] = ..., lease_remaining_micros: _Optional[int] = ...) -> None: ...
+
+class PriceHint(_message.Message):
+    __slots__ = ("model", "runtime", "currency", "cost_per_inference_pico")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_INFERENCE_PICO_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    runtime: str
+    currency: str
+    cost_per_inference_pico: int
+    def __init__(self, model: _Optional[str] = ..., runtime: _Optional[str] = ..., currency: _Optional[str] = ..., cost_per_inference_pico: _Optional[int] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("acked_through_seq", "inserted", "duplicates", "budgets", "price_hints")
+    ACKED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_HINTS_FIELD_NUMBER: _ClassVar[int]
+    acked_through_seq: int
+    inserted: int
+    duplicates: int
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetState]
+    price_hints: _containers.RepeatedCompositeFieldContainer[PriceHint]
+    def __init__(self, acked_through_seq: _Optional[int] = ..., inserted: _Optional[int] = ..., duplicates: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., price_hints: _Optional[_Iterable[_Union[PriceHint, _Mapping]]] = ...) -> None: ...
