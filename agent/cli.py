@@ -1,2 +1,203 @@
-def main():
-    print("hi")
+"""The `infermeter` command: one entry point for the agent, the collector and the demo.
+
+Only the standard library and the agent are imported up front; the collector's commands load
+their dependencies when they run, so the light agent install still has a working CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from agent.buffer import Buffer, BufferError
+from agent.config import ConfigError, load_config
+
+EPILOG = """\
+Start here:
+  infermeter demo                      collector + agent + a metered model, then a cost report
+  infermeter agent run --config agent.toml
+  infermeter collector serve --db sqlite:///infermeter.db
+  infermeter admin device add edge-01  register a device, print its token
+  infermeter report costs --group-by model,device
+
+Every command has --help; commands that print data take --json.
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("infermeter")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from agent import daemon
+
+    config = load_config(
+        args.config,
+        overrides={
+            "buffer_path": args.buffer,
+            "collector_address": args.collector,
+            "token_file": args.token_file,
+        },
+    )
+    return daemon.run(config)
+
+
+def _iso(unix_ns: int) -> str:
+    return datetime.fromtimestamp(unix_ns / 1e9, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _agent_records(args: argparse.Namespace) -> int:
+    if not args.buffer.is_file():
+        print(f"infermeter: no buffer at {args.buffer}", file=sys.stderr)
+        return 1
+    with Buffer.open(args.buffer) as buffer:
+        stats = buffer.stats()
+        if args.rejected:
+            rows = buffer.rejected(limit=args.limit)
+            records = [record for record, _ in rows]
+            reasons = [reason for _, reason in rows]
+        else:
+            records = buffer.read(limit=args.limit)
+            reasons = []
+    if args.json:
+        items = [dataclasses.asdict(record) for record in records]
+        for item, reason in zip(items, reasons):
+            item["reason"] = reason
+        json.dump({"buffer": dataclasses.asdict(stats), "records": items}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(
+        f"buffer {stats.path}: stream {stats.stream_id}, {stats.records} records waiting"
+        f" (seq {stats.first_seq}..{stats.last_seq}), {stats.rejected} set aside,"
+        f" {stats.file_bytes / 1e6:.1f} MB"
+    )
+    if not records:
+        return 0
+    header = f"{'seq':>8}  {'start (UTC)':<29} {'model':<20} {'ver':<5} {'dur µs':>9} {'cpu µs':>9} {'batch':>5}  status  tags"
+    print(header)
+    for i, r in enumerate(records):
+        tags = ",".join(f"{k}={v}" for k, v in sorted(r.tags.items()))
+        status = r.status.name.lower() if hasattr(r.status, "name") else str(r.status)
+        line = (
+            f"{r.seq:>8}  {_iso(r.start_unix_ns):<29} {r.model[:20]:<20} {r.model_version[:5]:<5}"
+            f" {r.duration_ns / 1e3:>9.1f} {r.cpu_time_ns / 1e3:>9.1f} {r.batch_size:>5}  {status:<6}  {tags}"
+        )
+        print(line + (f"  [{reasons[i]}]" if reasons else ""))
+    if len(records) < (stats.rejected if args.rejected else stats.records):
+        print(f"... first {len(records)} shown; --limit N for more")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from collector.demo.run import main as demo_main
+
+    return demo_main(args)
+
+
+def _add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
+    agent = subparsers.add_parser(
+        "agent", help="the device side: ship records, inspect the buffer",
+        description="The device side of infermeter.",
+    )
+    commands = agent.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the agent daemon (ships the device buffer to the collector)",
+        description="Run the agent daemon: ship the device buffer to the collector until SIGTERM. "
+        "Settings come from the TOML file, then the environment (INFERMETER_*), then these flags.",
+        epilog="example: infermeter agent run --config /etc/infermeter/agent.toml",
+    )
+    run.add_argument("--config", help="agent TOML file (default: $INFERMETER_CONFIG)")
+    run.add_argument("--buffer", type=Path, help="device buffer file (overrides the config)")
+    run.add_argument("--collector", help="collector gRPC address HOST:PORT (overrides the config)")
+    run.add_argument("--token-file", type=Path, help="file holding the device token")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_agent_run)
+
+    records = commands.add_parser(
+        "records",
+        help="show what the device buffer holds",
+        description="Show the records waiting in a device buffer (or those set aside as invalid).",
+        epilog="example: infermeter agent records --buffer /var/lib/infermeter/buffer.db --json",
+    )
+    records.add_argument("--buffer", type=Path, required=True, help="device buffer file")
+    records.add_argument("--limit", type=_positive, default=50, help="records to show (default 50)")
+    records.add_argument("--rejected", action="store_true", help="show records set aside as invalid")
+    records.add_argument("--json", action="store_true", help="print JSON")
+    records.set_defaults(func=_agent_records)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from collector.cli import register as register_collector
+
+    parser = argparse.ArgumentParser(
+        prog="infermeter",
+        description="infermeter: what each AI inference really costs, wherever it runs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"infermeter {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = subparsers.add_parser(
+        "demo",
+        help="run a collector, an agent and a metered model here, then print the cost report",
+        description="On this machine, in a temporary folder: start a collector on SQLite and an "
+        "agent daemon, run a small bundled ONNX model through Meter.wrap_onnx, wait until the "
+        "collector has every record, and print the cost report. Cleans up after itself; exits "
+        "1 if any record was lost or counted twice.",
+    )
+    demo.add_argument("--records", type=_positive, default=3000, help="model runs (default 3000)")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the sync")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary folder, print its path")
+    demo.add_argument("--json", action="store_true", help="print JSON")
+    demo.set_defaults(func=_demo)
+    _add_agent_commands(subparsers)
+    register_collector(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"infermeter: {err}", file=sys.stderr)
+        return 2
+    except BufferError as err:
+        print(f"infermeter: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Ships the device buffer to the collector, in seq order, deleting only what was acknowledged.
+
+Delivery is at-least-once (a lost ack means the batch is sent again) and the collector makes it
+exactly-once by ignoring (device, stream, seq) keys it already has. So the rules here are:
+never delete a record the collector has not acknowledged, never stop retrying, and never let
+one bad record block the ones behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agent.buffer import Buffer
+from agent.exporter import Exporter, ExportResult
+from agent.record import UsageRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: delay n is uniform in
+    [0, min(max_s, initial_s * 2**n)]. Full jitter keeps a fleet of devices that lost the
+    collector at the same moment from reconnecting in lockstep."""
+
+    def __init__(
+        self,
+        *,
+        initial_s: float = 0.5,
+        max_s: float = 60.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._rand = rand
+        self.failures = 0
+
+    def next_delay_s(self) -> float:
+        ceiling = min(self._max_s, self._initial_s * 2.0 ** min(self.failures, 62))
+        self.failures += 1
+        return ceiling * self._rand()
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass(slots=True)
+class ShipReport:
+    """What one run_once() did. `failure` is the ExportResult that stopped it, or None."""
+
+    batches: int = 0
+    shipped: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failure: ExportResult | None = None
+    message: str = ""
+    # True when run_once stopped at max_batches with records still waiting.
+    more_pending: bool = False
+
+
+class Shipper:
+    def __init__(
+        self,
+        buffer: Buffer,
+        exporter: Exporter,
+        *,
+        batch_size: int = 2000,
+        max_batches: int = 50,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._buffer = buffer
+        self._exporter = exporter
+        self._batch_size = batch_size
+        # Shrinks when the collector says a batch is too large, grows back after successes.
+        self._current_batch_size = batch_size
+        self._max_batches = max_batches
+        self._monotonic = monotonic
+        self.last_success_monotonic: float | None = None
+
+    def run_once(self) -> ShipReport:
+        """Ship up to max_batches batches; stop early when the buffer is empty or a batch fails."""
+        report = ShipReport()
+        for _ in range(self._max_batches):
+            limit = self._current_batch_size
+            records = self._buffer.read(limit=limit)
+            if not records:
+                break
+            if not self._ship(records, report):
+                break
+            report.batches += 1
+            self._current_batch_size = min(self._batch_size, self._current_batch_size * 2)
+        else:
+            # The last batch was full: more is probably waiting behind it.
+            report.more_pending = len(records) == limit
+        return report
+
+    def _ship(self, records: Sequence[UsageRecord], report: ShipReport) -> bool:
+        """Deliver records; False when delivery must be retried later (report.failure says why)."""
+        outcome = self._exporter.export(self._buffer.stream_id, records)
+        result = outcome.result
+        if result is ExportResult.SUCCESS:
+            # Never delete past what this batch contained, whatever the reply says.
+            acked = min(outcome.acked_through_seq, records[-1].seq)
+            self._buffer.delete_through(acked)
+            report.shipped += len(records)
+            report.inserted += outcome.inserted
+            report.duplicates += outcome.duplicates
+            self.last_success_monotonic = self._monotonic()
+            return True
+        if result is ExportResult.REJECTED:
+            if len(records) == 1:
+                logger.error(
+                    "record %d set aside: the collector refuses it: %s",
+                    records[0].seq, outcome.message,
+                )
+                self._buffer.reject([records[0].seq], outcome.message)
+                report.rejected += 1
+                return True
+            # Bisect to isolate the records the collector refuses; the others go through.
+            middle = len(records) // 2
+            return self._ship(records[:middle], report) and self._ship(records[middle:], report)
+        if result is ExportResult.TOO_LARGE and len(records) > 1:
+            self._current_batch_size = max(1, len(records) // 2)
+        report.failure = result
+        report.message = outcome.message
+        return False

@@ -1,0 +1,144 @@
+"""The device buffer: schema, stream identity, seq order, concurrent writers, rejects."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+
+import pytest
+
+from agent.buffer import SCHEMA_VERSION, Buffer, BufferError, row_from_record
+from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
+
+
+def make_record(i: int = 0, **fields) -> UsageRecord:
+    values = dict(
+        seq=1, kind=Kind.INFERENCE, model="m", start_unix_ns=time.time_ns(), duration_ns=1000 + i,
+        cpu_time_ns=500, batch_size=1, tags={"project": "x"},
+    )
+    values.update(fields)
+    return UsageRecord(**values)
+
+
+def test_new_buffer_has_schema_and_a_random_stream(tmp_path):
+    first = Buffer.open(tmp_path / "a.db")
+    second = Buffer.open(tmp_path / "b.db")
+    assert len(first.stream_id) == 32 and int(first.stream_id, 16) >= 0
+    assert first.stream_id != second.stream_id
+    conn = sqlite3.connect(tmp_path / "a.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_reopening_keeps_the_stream(tmp_path):
+    stream = Buffer.open(tmp_path / "b.db").stream_id
+    assert Buffer.open(tmp_path / "b.db").stream_id == stream
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    record = make_record(
+        model_version="3", runtime="onnxruntime", execution_provider="CPUExecutionProvider",
+        input_bytes=64, output_bytes=16, input_tokens=7, output_tokens=9, status=Status.ERROR,
+        error_type="Fail", pid=42, count=1, gpu_time_ns=5,
+        energy=(EnergyShare("cpu", 12, "rapl", "cpu-time", 100, 1),), memory=Memory(1, 2, 3),
+        tags={"user": "ä, \"quoted\""},
+    )
+    with Buffer.open(tmp_path / "b.db") as buffer:
+        last = buffer.append([row_from_record(record)])
+        (stored,) = buffer.read()
+    record.seq = last
+    assert stored == record
+
+
+def test_seqs_increase_and_are_never_reused_after_delete(tmp_path):
+    path = tmp_path / "b.db"
+    with Buffer.open(path) as buffer:
+        buffer.append([row_from_record(make_record(i)) for i in range(5)])
+        assert buffer.delete_through(5) == 5
+    with Buffer.open(path) as buffer:
+        last = buffer.append([row_from_record(make_record())])
+        assert last == 6
+        assert [r.seq for r in buffer.read()] == [6]
+
+
+def test_read_pages_in_seq_order(tmp_path):
+    with Buffer.open(tmp_path / "b.db") as buffer:
+        buffer.append([row_from_record(make_record(i)) for i in range(10)])
+        page = buffer.read(limit=4)
+        assert [r.seq for r in page] == [1, 2, 3, 4]
+        assert [r.seq for r in buffer.read(after_seq=8)] == [9, 10]
+
+
+def test_reject_moves_records_aside_with_the_reason(tmp_path):
+    with Buffer.open(tmp_path / "b.db") as buffer:
+        buffer.append([row_from_record(make_record(i)) for i in range(3)])
+        assert buffer.reject([2], "bad clock") == 1
+        assert [r.seq for r in buffer.read()] == [1, 3]
+        ((record, reason),) = buffer.rejected()
+        assert (record.seq, reason) == (2, "bad clock")
+        stats = buffer.stats()
+        assert (stats.records, stats.rejected, stats.first_seq, stats.last_seq) == (2, 1, 1, 3)
+
+
+def test_failed_append_changes_nothing(tmp_path):
+    with Buffer.open(tmp_path / "b.db") as buffer:
+        good = row_from_record(make_record())
+        with pytest.raises(sqlite3.Error):
+            buffer.append([good, good[:-1]])  # second row is short: the whole batch fails
+        assert buffer.stats().records == 0
+        assert buffer.append([good]) == 1
+
+
+def test_a_newer_schema_is_refused_clearly(tmp_path):
+    path = tmp_path / "b.db"
+    Buffer.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(BufferError, match="newer than this infermeter"):
+        Buffer.open(path)
+
+
+def test_another_sqlite_file_is_not_taken_over(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE mine (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(BufferError, match="not an infermeter buffer"):
+        Buffer.open(path)
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
+
+
+def test_garbage_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BufferError, match="cannot open buffer"):
+        Buffer.open(path)
+
+
+def _writer(path: str, writer: int, batches: int, per_batch: int) -> None:
+    with Buffer.open(path) as buffer:
+        for b in range(batches):
+            rows = [row_from_record(make_record(pid=writer, duration_ns=b * per_batch + i))
+                    for i in range(per_batch)]
+            buffer.append(rows)
+
+
+def test_several_processes_append_at_once_and_seqs_stay_a_prefix(tmp_path):
+    path = str(tmp_path / "shared.db")
+    Buffer.open(path).close()
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_writer, args=(path, w, 20, 50)) for w in range(4)]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(60)
+        assert p.exitcode == 0
+    with Buffer.open(path) as buffer:
+        records = buffer.read(limit=10_000)
+    assert [r.seq for r in records] == list(range(1, 4001))
+    for writer in range(4):
+        mine = [r.duration_ns for r in records if r.pid == writer]
+        assert mine == list(range(1000))  # each writer's records kept its own order
