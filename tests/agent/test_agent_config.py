@@ -88,3 +88,10 @@ def test_token_is_read_when_needed(tmp_path):
         config.device_token()
     with pytest.raises(ConfigError, match="no device token"):
         AgentConfig().device_token()
+
+
+def test_the_shipped_example_config_is_valid():
+    example = Path(__file__).resolve().parents[2] / "packaging" / "agent.toml"
+    config = load_config(example, env={})
+    assert config.buffer_path == Path("/var/lib/infermeter/buffer.db")
+    assert config.collector_address == "collector.example.com:50051"

@@ -1,0 +1,274 @@
+"""The flusher: moves what metered calls queue into the device buffer, from a background thread,
+in one transaction per round (group commit).
+
+The hot path appends an entry to `queue` while `len(queue) < accept_limit` (a deque append is
+atomic, so no lock); anything else goes through admit(). accept_limit is 0 until the first record
+starts the flusher — lazily, so creating a Meter does no I/O and starts no thread — again in a
+forked child until the child's first record, and for good after close. The check and the append
+are not one atomic step, so under contention the queue may pass max_queue by a few entries, one
+per racing thread at most.
+
+A write that fails (disk full, database locked, unwritable path) keeps its rows in memory, up to
+max_queue of them, and is retried next round: logged once per failure streak, counted in
+stats().errors every time, never raised.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from agent.buffer import Buffer
+from agent.entry import Entry, rows_from_entries
+from agent.health import Health
+
+logger = logging.getLogger(__name__)
+
+# At interpreter exit, how long close() may wait for the last write: short scripts keep their
+# records, and a wedged buffer cannot hang the exit for long.
+AT_EXIT_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStats:
+    recorded: int  # records accepted into the queue
+    written: int  # records committed to the buffer
+    dropped: int  # records lost: queue full, metered after close, backlog full, closed unwritten
+    errors: int  # metering failures: failed buffer writes, invalid per-call tags, internal faults
+    pending: int  # records queued or held in memory, not yet written
+
+
+class Flusher:
+    """Owns the record queue and the process's connection to the buffer."""
+
+    def __init__(
+        self,
+        open_buffer: Callable[[], Buffer],
+        *,
+        max_queue: int = 100_000,
+        interval_s: float = 0.05,
+        start_thread: bool = True,
+        buffer_label: str = "the buffer",
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.queue: deque[Entry] = deque()
+        self.accept_limit = 0
+        self.health = Health()
+        self._open_buffer = open_buffer
+        self._max_queue = max_queue
+        self._interval_s = interval_s
+        self._start_thread = start_thread
+        self._buffer_label = buffer_label
+        self._closed = False
+        self._at_exit: Callable[[], None] | None = None
+        self._inherited_buffers: list[Buffer] = []
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        self._gate_lock = threading.Lock()  # admit() and close()
+        self._write_lock = threading.Lock()  # one round at a time: thread, flush(), close()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._pid = 0
+        self._buffer: Buffer | None = None
+        self._held: list[tuple] = []  # rows a failed write left behind, oldest first
+        self._drained = 0
+        self._written = 0
+        self._failing = False
+
+    def submit(self, entry: Entry) -> None:
+        queue = self.queue
+        if len(queue) < self.accept_limit:
+            queue.append(entry)
+        else:
+            self.admit(entry)
+
+    def admit(self, entry: Entry) -> None:
+        """Queue an entry that the fast check turned away: start on the first record, count a
+        drop when closed or full."""
+        with self._gate_lock:
+            if self._closed:
+                reason = "metering after Meter.close() records nothing"
+            else:
+                if not self._started:
+                    self._start()
+                if len(self.queue) < self._max_queue:
+                    self.queue.append(entry)
+                    return
+                reason = f"the metering queue is full ({self._max_queue} records)"
+        self.health.drop(1, reason)
+
+    def run_once(self) -> int:
+        """Write everything queued so far in one transaction; return the rows written."""
+        with self._write_lock:
+            return self._write_pending()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write everything recorded so far; True when nothing is left unwritten."""
+        timeout = -1 if timeout_s is None else max(timeout_s, 0)
+        if not self._write_lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._write_pending()
+            return not self._held
+        finally:
+            self._write_lock.release()
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop accepting records, stop the thread, write what is pending. Idempotent."""
+        with self._gate_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.accept_limit = 0
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(_remaining_s(deadline))
+        remaining_s = _remaining_s(deadline)
+        if self._write_lock.acquire(timeout=-1 if remaining_s is None else remaining_s):
+            try:
+                self._write_pending()
+                self._discard_pending("the meter closed before they could be written")
+                self._close_buffer()
+            finally:
+                self._write_lock.release()
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+
+    def stats(self) -> MeterStats:
+        queued = len(self.queue)
+        return MeterStats(
+            recorded=self._drained + queued, written=self._written,
+            dropped=self.health.dropped, errors=self.health.errors,
+            pending=queued + len(self._held),
+        )
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._register_process_hooks()
+        if self._start_thread:
+            self._thread = threading.Thread(
+                target=self._loop, name="infermeter-flusher", daemon=True
+            )
+            self._thread.start()
+        self._started = True
+        self.accept_limit = self._max_queue
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.run_once()
+
+    def _write_pending(self) -> int:
+        try:
+            rows = self._held + self._drain_rows()
+            self._held = []
+            if not rows:
+                return 0
+            try:
+                if self._buffer is None:
+                    self._buffer = self._open_buffer()
+                self._buffer.append(rows)
+            except Exception as err:
+                self._hold(rows, err)
+                return 0
+            self._written += len(rows)
+            if self._failing:
+                self._failing = False
+                logger.info("metering records reach %s again", self._buffer_label)
+            return len(rows)
+        except Exception as err:  # a fault in metering itself must not end the thread
+            self.health.error("flusher", err)
+            return 0
+
+    def _drain_rows(self) -> list[tuple]:
+        queue = self.queue
+        entries = [queue.popleft() for _ in range(len(queue))]
+        self._drained += len(entries)
+        return rows_from_entries(entries, self._pid, self._bad_call_tags)
+
+    def _bad_call_tags(self, err: Exception) -> None:
+        self.health.error("per-call tags (the record keeps its session tags)", err)
+
+    def _hold(self, rows: list[tuple], err: Exception) -> None:
+        self.health.error("buffer write", err, log=False)
+        # Reopen next round: a fresh open may succeed where this connection keeps failing
+        # (file deleted, permissions or disk space fixed).
+        self._close_buffer()
+        self._held = rows[: self._max_queue]
+        if len(rows) > len(self._held):
+            self.health.drop(
+                len(rows) - len(self._held),
+                "the buffer is unwritable and the in-memory backlog is full",
+            )
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "cannot write metering records to %s (%s): keeping up to %d in memory and "
+                "retrying every %.2f s", self._buffer_label, err, self._max_queue,
+                self._interval_s,
+            )
+
+    def _discard_pending(self, reason: str) -> None:
+        lost = len(self._held) + len(self.queue)
+        self._held = []
+        self.queue.clear()
+        if lost:
+            self.health.drop(lost, reason)
+
+    def _close_buffer(self) -> None:
+        if self._buffer is not None:
+            with suppress(sqlite3.Error):
+                self._buffer.close()
+            self._buffer = None
+
+    def _register_process_hooks(self) -> None:
+        if self._at_exit is not None:  # once per flusher; a forked child inherits them
+            return
+        ref = weakref.ref(self)
+        self._at_exit = functools.partial(_close_at_exit, ref)
+        atexit.register(self._at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=functools.partial(_reset_in_child, ref))
+
+    def _after_fork_in_child(self) -> None:
+        # The queue and held rows are the parent's: the parent writes them. Locks may have been
+        # held by parent threads that do not exist here, so they are made anew. The parent's
+        # SQLite connection must not be used here, nor closed (SQLite's close path would act on
+        # lock and WAL state copied from the parent), so it is kept referenced and left alone;
+        # the child's first record opens its own.
+        if self._buffer is not None:
+            self._inherited_buffers.append(self._buffer)
+        self.queue.clear()
+        self.health = Health()
+        self._reset_process_state()
+
+
+def _remaining_s(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _close_at_exit(ref: weakref.ref[Flusher]) -> None:
+    flusher = ref()
+    if flusher is not None:
+        flusher.close(timeout_s=AT_EXIT_TIMEOUT_S)
+
+
+def _reset_in_child(ref: weakref.ref[Flusher]) -> None:
+    flusher = ref()
+    if flusher is not None:
+        flusher._after_fork_in_child()

@@ -1,0 +1,123 @@
+"""Meter: the metering library's front door.
+
+    from agent import Meter
+    with Meter(buffer="/var/lib/infermeter/buffer.db", tags={"project": "search"}) as meter:
+        sess = meter.wrap_onnx(onnxruntime.InferenceSession(path), model="resnet50", version="3")
+        sess.run(None, {"input": batch})
+        with meter.span("my-llm") as span:
+            span.set_tokens(input=120, output=512)
+
+Calls are recorded in memory on the caller's thread; a background flusher writes them to the
+device buffer (SQLite) every flush_interval_s, where the agent daemon picks them up. Creating a
+Meter does no I/O and starts no thread: the first record does. Records still in memory at
+interpreter exit are flushed (for AT_EXIT_TIMEOUT_S at most); a forked child meters into the
+same buffer with its own connection.
+
+Tags (meter, session, span) must map str to str; wrap_onnx, span and Meter itself raise
+TypeError/ValueError for anything else, since that is a mistake in the setup code. Per-call tags
+(run(..., tags=...)) are checked off the caller's thread: a bad one is counted in
+stats().errors and the record keeps its session tags. Once set up, metering never raises into
+the application: its failures are counted in stats() and logged once per kind.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from agent.buffer import Buffer
+from agent.clock import Clock, SystemClock
+from agent.config import AgentConfig, load_config
+from agent.entry import check_tags, merge_tags, static_fields
+from agent.flusher import Flusher, MeterStats
+from agent.onnx_session import MeteredSession, onnx_static_fields
+from agent.record import Kind
+from agent.span import RUNTIME as SPAN_RUNTIME
+from agent.span import Span
+
+__all__ = ["Meter", "MeterStats"]
+
+
+class Meter:
+    def __init__(
+        self,
+        buffer: str | Path | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        max_queue: int = 100_000,
+        flush_interval_s: float = 0.05,
+        start_thread: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        """buffer: the device buffer's path (default: AgentConfig's). tags: added to every
+        record. max_queue: records held in memory before new ones are dropped (and counted).
+        start_thread=False leaves writing to flush()/flusher.run_once() (tests)."""
+        self.buffer_path = Path(buffer) if buffer is not None else AgentConfig().buffer_path
+        self.tags = merge_tags(check_tags(tags, "Meter"))
+        self.flusher = Flusher(
+            functools.partial(Buffer.open, self.buffer_path),
+            max_queue=max_queue, interval_s=flush_interval_s, start_thread=start_thread,
+            buffer_label=str(self.buffer_path),
+        )
+        self._clock = clock if clock is not None else SystemClock()
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **knobs: Any) -> Meter:
+        """A Meter on the agent configuration's buffer and device tags (agent.config)."""
+        config = load_config(path)
+        return cls(config.buffer_path, config.tags, **knobs)
+
+    def wrap_onnx(
+        self,
+        session: Any,
+        *,
+        model: str | None = None,
+        version: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> MeteredSession:
+        """Meter every run of an onnxruntime.InferenceSession. model defaults to the model
+        file's stem (or the model's metadata, else "unknown")."""
+        if type(session) is MeteredSession:
+            raise ValueError("this session is metered already; wrap the original session")
+        static = onnx_static_fields(
+            session, meter_tags=self.tags, model=model, version=version, tags=tags
+        )
+        return MeteredSession(session, static, self.flusher, self._clock)
+
+    def span(self, name: str, *, tags: Mapping[str, str] | None = None, version: str = "") -> Span:
+        """Meter the work done inside `with meter.span(name) as span:` (kind SPAN)."""
+        span_tags = check_tags(tags, "span")
+        static = static_fields(
+            Kind.SPAN, name, model_version=version, runtime=SPAN_RUNTIME, execution_provider="",
+            tags=self.tags,
+        )
+        # Checked now so a span with too many tags fails here, not later on the flusher.
+        merge_tags(self.tags, span_tags)
+        return Span(self.flusher, static, span_tags or None, self._clock)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write everything recorded so far to the buffer; True if it is all committed."""
+        return self.flusher.flush(timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush and stop the flusher. Idempotent; metering afterwards records nothing (each
+        such record is counted in stats().dropped)."""
+        self.flusher.close(timeout_s)
+
+    def stats(self) -> MeterStats:
+        return self.flusher.stats()
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Meter(buffer={str(self.buffer_path)!r}, tags={self.tags!r})"

@@ -1,0 +1,243 @@
+"""MeteredSession: an onnxruntime.InferenceSession that records every run.
+
+Drop-in: run(), run_with_ort_values() and run_with_iobinding() return what the wrapped session
+returns and raise what it raises (the very exception object, once the record is queued); every
+other attribute is the wrapped session's, and isinstance(s, onnxruntime.InferenceSession) holds.
+run_async() and run_with_ortvaluevector() pass through unmetered.
+
+Per call, on the caller's thread: five clock reads, the sizes of the inputs and outputs, one
+tuple, one deque append. Everything known at wrap time (model, version, provider, encoded
+tags) is in a StaticFields the tuple points at.
+
+Nothing here imports onnxruntime: sizes are read by duck typing (numpy arrays have .nbytes,
+OrtValues .tensor_size_in_bytes()), so the agent installs without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.clock import Clock
+from agent.entry import STATUS_ERROR, STATUS_OK, StaticFields, check_tags, merge_tags, static_fields
+from agent.flusher import Flusher
+from agent.record import InvalidRecord, Kind, check_text
+
+RUNTIME = "onnxruntime"
+UNKNOWN_MODEL = "unknown"
+# Graph names exporters write by default: they say nothing about which model it is.
+_GENERIC_GRAPH_NAMES = frozenset({"", "main_graph", "torch_jit", "torch-jit-export", "tf2onnx"})
+# Custom metadata keys a model's author may set to name it.
+_MODEL_NAME_KEYS = ("model_name", "name")
+
+
+def model_name_of(session: Any) -> str:
+    """The model file's stem, else a name from the model's metadata, else "unknown"."""
+    for name in _model_name_candidates(session):
+        try:
+            check_text("model", name, required=True)
+        except InvalidRecord:
+            continue
+        return name
+    return UNKNOWN_MODEL
+
+
+def _model_name_candidates(session: Any):
+    path = getattr(session, "_model_path", None)  # private in onnxruntime: absent when from bytes
+    if isinstance(path, (str, os.PathLike)) and str(path):
+        yield Path(path).stem
+    try:
+        meta = session.get_modelmeta()
+    except Exception:  # not a real session, or one without metadata: the name is only a label
+        return
+    custom = getattr(meta, "custom_metadata_map", None) or {}
+    yield from (custom[key] for key in _MODEL_NAME_KEYS if key in custom)
+    graph_name = getattr(meta, "graph_name", "")
+    if graph_name not in _GENERIC_GRAPH_NAMES:
+        yield graph_name
+
+
+def first_provider(session: Any) -> str:
+    providers = session.get_providers() if hasattr(session, "get_providers") else []
+    return providers[0] if providers else ""
+
+
+def onnx_static_fields(
+    session: Any, *, meter_tags: Mapping[str, str], model: str | None, version: str,
+    tags: Mapping[str, str] | None,
+) -> StaticFields:
+    """Everything a record of this session shares; raises TypeError/ValueError for bad
+    arguments (a setup mistake, reported at wrap time)."""
+    return static_fields(
+        Kind.INFERENCE,
+        model_name_of(session) if model is None else model,
+        model_version=version,
+        runtime=RUNTIME,
+        execution_provider=first_provider(session),
+        tags=merge_tags(meter_tags, check_tags(tags, "wrap_onnx")),
+    )
+
+
+def _ortvalue_nbytes(value: Any) -> int:
+    try:
+        return value.tensor_size_in_bytes()
+    except Exception:  # a sequence, map or sparse value, or an onnxruntime without the method
+        return 0
+
+
+def _first_dim(value: Any) -> int:
+    try:
+        shape = value.shape
+        if type(shape) is not tuple:  # OrtValue.shape is a method returning a list
+            shape = shape()
+        return shape[0] if shape else 0
+    except Exception:  # not an array: no batch to speak of
+        return 0
+
+
+def io_sizes(feed: Any, outputs: Any) -> tuple[int, int, int]:
+    """(batch_size, input_bytes, output_bytes): the first dimension of the first input, and the
+    bytes of all inputs and outputs. What is not an array counts 0 (judging the feed is the
+    wrapped session's job). One flat loop with numpy inline: this runs on every call."""
+    batch_size = input_bytes = output_bytes = 0
+    try:
+        first = True
+        for value in feed.values():
+            try:
+                input_bytes += value.nbytes
+            except AttributeError:
+                input_bytes += _ortvalue_nbytes(value)
+            if first:
+                first = False
+                batch_size = _first_dim(value)
+        for value in outputs:
+            try:
+                output_bytes += value.nbytes
+            except AttributeError:
+                output_bytes += _ortvalue_nbytes(value)
+    except Exception:  # a feed without .values(), or no outputs (run_with_iobinding, a failure)
+        pass
+    return batch_size, input_bytes, output_bytes
+
+
+def _snapshot(tags: Any) -> Any:
+    """Per-call tags copied at the call, so the caller may reuse its dict; what cannot be copied
+    goes on as it is, for the flusher to reject and count without losing the record."""
+    try:
+        return dict(tags)
+    except (TypeError, ValueError):
+        return tags
+
+
+class _MeteredMethod:
+    """One metered method of one session. Kept apart from MeteredSession, whose __getattr__
+    sends every attribute lookup down CPython's slow generic path, and handed out as a bound
+    method so a call costs one Python frame: on this path every lookup shows in the budget."""
+
+    __slots__ = ("_call", "_static", "_flusher", "_queue", "_time_ns", "_perf_counter_ns", "_thread_time_ns")
+
+    def __init__(self, call: Callable, static: StaticFields, flusher: Flusher, clock: Clock) -> None:
+        self._call = call
+        self._static = static
+        self._flusher = flusher
+        self._queue = flusher.queue  # cleared in place, never replaced: safe to hold
+        # Bound once: the hot path calls them without looking anything up on the clock.
+        self._time_ns = clock.time_ns
+        self._perf_counter_ns = clock.perf_counter_ns
+        self._thread_time_ns = clock.thread_time_ns
+
+    def run(self, output_names, input_feed, run_options=None, *, tags: Mapping[str, str] | None = None):
+        """The wrapped session's method, metered. tags: per-call tags, merged over the
+        session's (checked off this thread: a bad one is counted in Meter.stats().errors)."""
+        start_unix_ns = self._time_ns()
+        cpu_start_ns = self._thread_time_ns()
+        start_ns = self._perf_counter_ns()
+        try:
+            outputs = self._call(output_names, input_feed, run_options)
+        except BaseException as err:
+            self._queue_error(err, input_feed, tags, start_unix_ns, start_ns, cpu_start_ns)
+            raise
+        duration_ns = self._perf_counter_ns() - start_ns
+        cpu_time_ns = self._thread_time_ns() - cpu_start_ns
+        try:
+            batch_size, input_bytes, output_bytes = io_sizes(input_feed, outputs)
+            entry = (
+                self._static, None if tags is None else _snapshot(tags), start_unix_ns, duration_ns,
+                cpu_time_ns, batch_size, input_bytes, output_bytes, 0, 0, STATUS_OK, "",
+            )
+            # Flusher.submit, inlined: a method call is a measurable share of the budget.
+            queue = self._queue
+            if len(queue) < self._flusher.accept_limit:
+                queue.append(entry)
+            else:
+                self._flusher.admit(entry)
+        except Exception as err:
+            self._flusher.health.error(RUNTIME, err)
+        return outputs
+
+    def _queue_error(
+        self, err: BaseException, feed, tags, start_unix_ns: int, start_ns: int, cpu_start_ns: int
+    ) -> None:
+        duration_ns = self._perf_counter_ns() - start_ns
+        cpu_time_ns = self._thread_time_ns() - cpu_start_ns
+        try:
+            batch_size, input_bytes, _ = io_sizes(feed, ())
+            self._flusher.submit((
+                self._static, None if tags is None else _snapshot(tags), start_unix_ns, duration_ns,
+                cpu_time_ns, batch_size, input_bytes, 0, 0, 0, STATUS_ERROR, type(err).__name__,
+            ))
+        except Exception as meter_err:  # the model's exception is the one the caller must see
+            self._flusher.health.error(RUNTIME, meter_err)
+
+
+class MeteredSession:
+    """A wrapped onnxruntime.InferenceSession. run and run_with_ort_values take the wrapped
+    methods' arguments plus a keyword-only tags=; they are instance attributes (bound methods
+    of _MeteredMethod) rather than methods, which saves a Python frame per call."""
+
+    __slots__ = ("_session", "_static", "run", "run_with_ort_values", "_run_with_iobinding")
+
+    def __init__(self, session: Any, static: StaticFields, flusher: Flusher, clock: Clock) -> None:
+        self._session = session
+        self._static = static
+        self.run = _MeteredMethod(session.run, static, flusher, clock).run
+        self.run_with_ort_values = _MeteredMethod(
+            session.run_with_ort_values, static, flusher, clock
+        ).run
+        # Metered through the same path with the binding in the feed's place: not being a
+        # mapping, it counts as zero bytes (the binding does not expose its sizes cheaply).
+        run_with_iobinding = session.run_with_iobinding
+        self._run_with_iobinding = _MeteredMethod(
+            lambda _names, iobinding, run_options: run_with_iobinding(iobinding, run_options),
+            static, flusher, clock,
+        ).run
+
+    @property
+    def __class__(self) -> type:  # type: ignore[override]
+        # What isinstance() consults after type(): wrapped sessions pass library type checks.
+        return type(self._session)
+
+    @property
+    def session(self) -> Any:
+        """The wrapped session, unmetered."""
+        return self._session
+
+    @property
+    def static_fields(self) -> StaticFields:
+        return self._static
+
+    def run_with_iobinding(self, iobinding, run_options=None, *, tags: Mapping[str, str] | None = None) -> None:
+        """InferenceSession.run_with_iobinding, metered (batch_size and bytes recorded as 0)."""
+        return self._run_with_iobinding(None, iobinding, run_options, tags=tags)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names this class lacks: everything else is the wrapped session's.
+        return getattr(object.__getattribute__(self, "_session"), name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(object.__dir__(self)) | set(dir(self._session)))
+
+    def __repr__(self) -> str:
+        return f"<MeteredSession model={self._static.model!r} of {self._session!r}>"

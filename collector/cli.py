@@ -1,0 +1,416 @@
+"""The collector's commands of `infermeter`: collector serve, admin device/pricebook, report costs.
+
+The root parser calls register(subparsers). Only the standard library is imported here: the
+root CLI imports this module on every run, also where only the agent is installed; the
+collector's packages load when one of its commands runs, and their absence is one clear line.
+
+Exit codes: 0 success, 2 for what the user can fix by changing the command (a bad URL, group key,
+time, name or document), 1 for failures at run time (an unreadable file, the database down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+from collector.params import TIME_FORMS, QueryError, parse_address, parse_group_by, parse_time_ns
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+DEFAULT_DB = "sqlite:///infermeter.db"
+NOT_INSTALLED = "the collector is not installed: pip install 'infermeter[collector]'"
+# Top-level packages of the `collector` extra: missing one means the extra is not installed.
+_EXTRA_PACKAGES = frozenset({"aiohttp", "sqlalchemy", "alembic", "psycopg", "grpc_health", "grpc_reflection"})
+_DB_HELP = "database URL: sqlite:///PATH or postgresql://USER@HOST/DB (default: $INFERMETER_DB, else " + DEFAULT_DB + ")"
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(message: object, exit_code: int) -> int:
+    print(f"infermeter: {message}", file=sys.stderr)
+    return exit_code
+
+
+def _storage_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, run-time errors) of the storage packages, once they are importable."""
+    from sqlalchemy import exc
+
+    from collector.store import StoreUnavailable
+
+    return (exc.ArgumentError,), (StoreUnavailable, exc.SQLAlchemyError)
+
+
+def _missing_store_error() -> type[BaseException]:
+    from collector.store import StoreNotFound
+
+    return StoreNotFound
+
+
+def _command(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the expected failures of a command into one line on stderr and an exit code."""
+
+    @functools.wraps(action)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(args)
+        except CommandError as err:
+            return _fail(err, err.exit_code)
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] in _EXTRA_PACKAGES:
+                return _fail(NOT_INSTALLED, 1)
+            raise
+        except ValueError as err:  # bad input: a group key, a time, a device name, a document
+            return _fail(err, 2)
+        except OSError as err:
+            return _fail(err, 1)
+        except Exception as err:
+            if isinstance(err, _missing_store_error()):
+                return _fail(err, 1)
+            usage, runtime = _storage_errors()
+            if isinstance(err, usage):
+                return _fail(f"bad database URL {args.db!r}: {err}", 2)
+            if isinstance(err, runtime):
+                return _fail(f"the database failed: {_first_line(err)}", 1)
+            raise
+
+    return run
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _open_store(args: argparse.Namespace, *, create: bool = True):
+    """The store at --db; create=False for commands that only read (a typo must not make an
+    empty database that then reports nothing)."""
+    from collector.store import Store
+
+    return Store.open(args.db, create=create)
+
+
+def _print_json(value: object) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    print()
+
+
+# collector serve
+
+
+@_command
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from collector.server import serve
+
+    return serve(args.db, args.grpc, args.http, args.ready_file)
+
+
+# admin device
+
+
+@_command
+def _device_add(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        device = store.add_device(args.name, profile=args.profile, site=args.site)
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"device_id": device.device_id, "name": device.name, "token": device.token})
+        return 0
+    print(f"device {device.name!r} added, id {device.device_id}")
+    print("token (shown only this once; the collector keeps only its hash):")
+    print(f"  {device.token}")
+    print(
+        "put it in the device's token file, readable only by the agent (token_file in agent.toml,"
+        " e.g. /etc/infermeter/device.token, mode 0600)"
+    )
+    return 0
+
+
+@_command
+def _device_list(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    store = _open_store(args, create=False)
+    try:
+        rows = store.list_devices()
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"devices": [dataclasses.asdict(row) for row in rows]})
+        return 0
+    header = ("name", "id", "profile", "site", "records", "last seen (UTC)", "hostname", "state")
+    lines = [
+        (
+            row.name, row.device_id, row.profile, row.site, str(row.records),
+            _utc(row.last_seen_unix_ns) if row.last_seen_unix_ns else "never",
+            row.hostname or "-", "revoked" if row.revoked else "active",
+        )
+        for row in rows
+    ]
+    print(_table(header, lines, right=(4,)) if lines else "no devices; add one with: infermeter admin device add NAME")
+    return 0
+
+
+# admin pricebook
+
+
+def _read_document(path: Path) -> dict:
+    """A price book from a .toml file, or JSON from any other."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise CommandError(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not UTF-8 text", 2) from None
+    try:
+        document = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except ValueError as err:
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON (name it .toml for TOML)"
+        raise CommandError(f"{path} is not valid {kind}: {err}", 2) from None
+    if not isinstance(document, dict):
+        raise CommandError(f"{path}: a price book is a JSON object / TOML table", 2)
+    return document
+
+
+@_command
+def _pricebook_add(args: argparse.Namespace) -> int:
+    document = _read_document(args.file)
+    store = _open_store(args)
+    try:
+        book_id = store.add_price_book(document, effective_from_unix_ns=args.effective_from)
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"id": book_id, "effective_from_unix_ns": args.effective_from})
+    else:
+        print(f"price book {book_id} added, effective from {_utc(args.effective_from)}")
+    return 0
+
+
+@_command
+def _pricebook_list(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    store = _open_store(args, create=False)
+    try:
+        books = store.list_price_books()
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"price_books": [dataclasses.asdict(book) for book in books]})
+        return 0
+    lines = [(str(book.id), _utc(book.effective_from_unix_ns), book.currency) for book in books]
+    header = ("id", "effective from (UTC)", "currency")
+    print(_table(header, lines, right=(0,)) if lines else "no price books; add one with: infermeter admin pricebook add FILE --effective-from DATE")
+    return 0
+
+
+# report costs
+
+
+@_command
+def _report_costs(args: argparse.Namespace) -> int:
+    store = _open_store(args, create=False)
+    try:
+        report = store.costs(group_by=args.group_by, since_unix_ns=args.since, until_unix_ns=args.until).to_json()
+    finally:
+        store.close()
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_cost_report(report))
+    return 0
+
+
+def format_cost_report(report: dict) -> str:
+    """A cost report (CostReport.to_json(), the HTTP API's body) as an aligned text table."""
+    keys = report["group_by"]
+    groups = report["groups"]
+    rows = [
+        (*(value or "-" for value in group["key"]),
+         *_cost_cells(group["inferences"], group["cost"], group["compute_cost"], group["energy_cost"]))
+        for group in (groups if keys else ())
+    ]
+    compute, energy = (str(sum((Decimal(group[name]) for group in groups), Decimal(0)))
+                       for name in ("compute_cost", "energy_cost"))
+    label_columns = tuple(keys) or ("",)
+    rows.append(("total", *[""] * (len(label_columns) - 1),
+                 *_cost_cells(report["total_inferences"], report["total_cost"], compute, energy)))
+    header = (*label_columns, "inferences", "cost", "compute", "energy", "per 1k inferences")
+    table = _table(header, rows, right=tuple(range(len(label_columns), len(header))))
+    return f"{table}\n{report['total_records']} records; amounts in {report['currency']} (--json for every digit)"
+
+
+def _cost_cells(inferences: int, cost: str, compute: str, energy: str) -> tuple[str, ...]:
+    per_1k = _money(str(Decimal(cost) * 1000 / inferences)) if inferences else "-"
+    return (str(inferences), _money(cost), _money(compute), _money(energy), per_1k)
+
+
+def _money(amount: str) -> str:
+    """Four significant digits for tiny amounts, cents for large ones; the JSON keeps every digit."""
+    value = Decimal(amount)
+    if not value:
+        return "0"
+    places = min(12, max(2, 3 - value.adjusted()))
+    return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):f}"
+
+
+def _table(header: tuple[str, ...], lines: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> str:
+    widths = [max(len(row[i]) for row in (header, *lines)) for i in range(len(header))]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        cells = (cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join(fmt(row) for row in (header, *lines))
+
+
+def _utc(unix_ns: int) -> str:
+    return datetime.fromtimestamp(unix_ns // 10**9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# the parsers
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _time_ns(text: str) -> int:
+    try:
+        return parse_time_ns(text, field="time")
+    except QueryError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _group_by(text: str) -> tuple[str, ...]:
+    try:
+        return parse_group_by(text)
+    except QueryError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _leaf(commands: argparse._SubParsersAction, name: str, func: Callable, *, help: str, epilog: str,
+          description: str | None = None, db: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name, help=help, description=description or help[0].upper() + help[1:] + ".", epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if db:
+        parser.add_argument("--db", default=os.environ.get("INFERMETER_DB", DEFAULT_DB), help=_DB_HELP)
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _group(subparsers: argparse._SubParsersAction, name: str, *, help: str, dest: str) -> argparse._SubParsersAction:
+    parser = subparsers.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    return parser.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the collector's commands (collector, admin, report) to the root `infermeter` parser."""
+    _register_collector(subparsers)
+    _register_admin(subparsers)
+    _register_report(subparsers)
+
+
+def _register_collector(subparsers: argparse._SubParsersAction) -> None:
+    commands = _group(subparsers, "collector", help="the central side: run the collector", dest="collector_command")
+    serve = _leaf(
+        commands, "serve", _serve, json_flag=False,
+        help="run the collector: gRPC ingest and admin, HTTP API",
+        description="Run the collector until SIGTERM/SIGINT: the gRPC server (devices push to "
+        "infermeter.v1.Ingest; infermeter.v1.Admin, health checking, reflection) and the HTTP API "
+        "(/api/v1/..., /healthz) over one database. The admin surfaces have no authentication "
+        "yet: keep the default loopback addresses unless something in front authenticates.",
+        epilog="examples:\n"
+        "  infermeter collector serve --db sqlite:///var/lib/infermeter/collector.db\n"
+        "  infermeter collector serve --db postgresql://infermeter@db/infermeter --grpc 0.0.0.0:50051\n"
+        "  infermeter collector serve --grpc 127.0.0.1:0 --http 127.0.0.1:0 --ready-file ready.json",
+    )
+    serve.add_argument("--grpc", type=_address, default="127.0.0.1:50051",
+                       help="gRPC listen address HOST:PORT; port 0 picks a free one (default 127.0.0.1:50051)")
+    serve.add_argument("--http", type=_address, default="127.0.0.1:8080",
+                       help="HTTP listen address HOST:PORT; port 0 picks a free one (default 127.0.0.1:8080)")
+    serve.add_argument("--ready-file", type=Path,
+                       help='once listening, write {"grpc": ADDR, "http": ADDR, "pid": N} here (atomically)')
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _register_admin(subparsers: argparse._SubParsersAction) -> None:
+    admin = _group(subparsers, "admin", help="manage devices and price books", dest="admin_command")
+
+    device = _group(admin, "device", help="register and list devices", dest="device_command")
+    add = _leaf(
+        device, "add", _device_add,
+        help="register a device and print its token",
+        description="Register a device and print its id and token. The token is shown only this "
+        "once (the collector keeps only its hash): put it in the device's token file.",
+        epilog="examples:\n"
+        "  infermeter admin device add edge-01 --profile jetson-orin --site lab\n"
+        "  infermeter admin device add edge-02 --json | jq -r .token > device.token",
+    )
+    add.add_argument("name", help="unique device name, e.g. edge-01")
+    add.add_argument("--profile", default="default", help="hardware profile in the price book (default: default)")
+    add.add_argument("--site", default="default", help="site, for its energy tariff (default: default)")
+    _leaf(device, "list", _device_list, help="list registered devices",
+          epilog="examples:\n  infermeter admin device list\n  infermeter admin device list --json")
+
+    pricebook = _group(admin, "pricebook", help="add and list price books", dest="pricebook_command")
+    add = _leaf(
+        pricebook, "add", _pricebook_add,
+        help="add a price book version",
+        description="Add a price book (a JSON document, or TOML if the file ends in .toml). "
+        "Records are priced with the book that was in effect when they started.",
+        epilog="examples:\n"
+        "  infermeter admin pricebook add prices.toml --effective-from 2026-01-01\n"
+        "  infermeter admin pricebook add prices.json --effective-from 2026-07-01T00:00:00Z",
+    )
+    add.add_argument("file", type=Path, help="the price book, .json or .toml")
+    add.add_argument("--effective-from", type=_time_ns, required=True, metavar="DATE",
+                     help=f"when the book takes effect: {TIME_FORMS}")
+    _leaf(pricebook, "list", _pricebook_list, help="list price book versions",
+          epilog="examples:\n  infermeter admin pricebook list\n  infermeter admin pricebook list --json")
+
+
+def _register_report(subparsers: argparse._SubParsersAction) -> None:
+    report = _group(subparsers, "report", help="cost reports", dest="report_command")
+    costs = _leaf(
+        report, "costs", _report_costs,
+        help="what inference cost, grouped as you ask",
+        description="Cost of the metered work, grouped by any of: model, version, device, site, "
+        "runtime, tag:KEY. The time range is half-open [since, until) on the records' start. "
+        "The table rounds for reading; --json prints the HTTP API's /api/v1/costs object, "
+        "with exact decimal strings.",
+        epilog="examples:\n"
+        "  infermeter report costs --group-by model,device\n"
+        "  infermeter report costs --group-by tag:project --since 2026-11-01 --until 2026-12-01\n"
+        "  infermeter report costs --group-by model --json",
+    )
+    costs.add_argument("--group-by", type=_group_by, default=(), metavar="KEYS",
+                       help="comma-separated keys: model, version, device, site, runtime, tag:KEY")
+    costs.add_argument("--since", type=_time_ns, metavar="TIME", help=f"start of the range (inclusive): {TIME_FORMS}")
+    costs.add_argument("--until", type=_time_ns, metavar="TIME", help=f"end of the range (exclusive): {TIME_FORMS}")

@@ -1,0 +1,131 @@
+"""The collector's HTTP API: /healthz and JSON under /api/v1/, described by openapi.json.
+
+Read-only and without authentication until admin tokens arrive, which is why the collector
+binds to 127.0.0.1 by default (collector.server). Every error is JSON {"code", "message",
+"field"}: the middleware turns aiohttp's own 404/405 and the handlers' ApiErrors into that
+shape, so bad input gets a 4xx that says what is wrong, never a 5xx or an HTML page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from collector.params import check_range, parse_group_by, parse_time_ns, QueryError
+from collector.store import Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+STORE = web.AppKey("store", Store)
+_OPENAPI = web.AppKey("openapi", bytes)
+# aiohttp's own HTTP errors, by status, as error codes.
+_HTTP_CODES = {413: "too_large", 415: "unsupported_media_type"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, **kwargs) -> web.Response:
+    return web.json_response({"code": code, "message": message, "field": field}, status=status, **kwargs)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err.status, err.code, str(err), err.field)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return _http_error(request, err)
+    except StoreUnavailable as err:
+        logger.warning("store unavailable for %s %s: %s", request.method, request.path, err)
+        return error_response(503, "unavailable", f"the collector's store is unavailable, retry later: {err}")
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal", "the collector failed to handle the request")
+
+
+def _http_error(request: web.Request, err: web.HTTPException) -> web.Response:
+    if isinstance(err, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(err.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+        return error_response(405, "method_not_allowed", message, headers={"Allow": allowed})
+    if isinstance(err, web.HTTPNotFound):
+        return error_response(404, "not_found", f"no such route: {request.path} (the API is described at /api/v1/openapi.json)")
+    return error_response(err.status, _HTTP_CODES.get(err.status, "http_error"), err.reason)
+
+
+def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters as a dict; unknown or repeated ones are a 400."""
+    for name in request.query:
+        if name not in allowed:
+            expected = ", ".join(allowed) or "none"
+            raise ApiError(400, "unknown_parameter", f"unknown query parameter {name!r} (expected: {expected})", name)
+        if len(request.query.getall(name)) > 1:
+            raise ApiError(400, "repeated_parameter", f"query parameter {name!r} is given more than once", name)
+    return dict(request.query)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    _query(request, ())
+    try:
+        await asyncio.to_thread(request.app[STORE].list_devices)
+    except Exception as err:
+        logger.warning("health check failed: %s", err)
+        return error_response(503, "unavailable", f"the store is not usable: {err}")
+    return web.json_response({"status": "ok"})
+
+
+async def costs(request: web.Request) -> web.Response:
+    query = _query(request, ("group_by", "since", "until"))
+    try:
+        group_by = parse_group_by(query.get("group_by", ""))
+        since, until = (
+            parse_time_ns(query[name], field=name) if name in query else None for name in ("since", "until")
+        )
+        check_range(since, until)
+    except QueryError as err:
+        raise ApiError(400, "invalid_parameter", str(err), err.field) from None
+    try:
+        report = await asyncio.to_thread(
+            request.app[STORE].costs, group_by=group_by, since_unix_ns=since, until_unix_ns=until
+        )
+    except ValueError as err:  # the store's verdict on a group key
+        raise ApiError(400, "invalid_parameter", str(err), "group_by") from None
+    return web.json_response(report.to_json())
+
+
+async def devices(request: web.Request) -> web.Response:
+    _query(request, ())
+    rows = await asyncio.to_thread(request.app[STORE].list_devices)
+    return web.json_response({"devices": [dataclasses.asdict(row) for row in rows]})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    _query(request, ())
+    return web.Response(body=request.app[_OPENAPI], content_type="application/json")
+
+
+def make_app(store: Store) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[STORE] = store
+    app[_OPENAPI] = OPENAPI_PATH.read_bytes()
+    # allow_head=False: the routes served are exactly those in openapi.json.
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/api/v1/costs", costs, allow_head=False)
+    app.router.add_get("/api/v1/devices", devices, allow_head=False)
+    app.router.add_get("/api/v1/openapi.json", openapi, allow_head=False)
+    return app

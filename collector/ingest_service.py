@@ -1,0 +1,96 @@
+"""infermeter.v1.Ingest: devices push batches of usage records here.
+
+The device is whoever its bearer token says it is; PushRequest carries no device id, so a
+payload cannot claim another device's identity. A batch is checked whole before the store sees
+it, so a bad record rejects the batch and stores nothing (the agent bisects to find the record).
+The reply is sent only after the store committed; a server-side failure answers UNAVAILABLE
+(collector.rpc), which the agent retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+
+import grpc
+from infermeter.v1 import ingest_pb2
+
+from agent.codec import record_from_proto
+from agent.record import InvalidRecord, UsageRecord, check_text, validate
+from collector.rpc import call_store
+from collector.store import DeviceInfo, Store
+
+MAX_BATCH_RECORDS = 10_000
+# Batches of MAX_BATCH_RECORDS fit comfortably; anything larger grpc refuses with
+# RESOURCE_EXHAUSTED before it reaches Push.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_STREAM_ID = re.compile(r"[0-9a-f]{32}")
+# The scheme is case-insensitive (RFC 7235); a token is visible ASCII without spaces.
+_BEARER = re.compile(r"(?i:bearer) +([\x21-\x7e]{1,512})")
+
+
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The token of the call's `authorization: Bearer <token>` entry, or None if absent/malformed."""
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if len(values) != 1 or not isinstance(values[0], str):
+        return None
+    match = _BEARER.fullmatch(values[0])
+    return match[1] if match else None
+
+
+def decode_batch(request: ingest_pb2.PushRequest) -> tuple[DeviceInfo, list[UsageRecord]]:
+    """The request's device info and records, or InvalidRecord naming what is wrong."""
+    if not _STREAM_ID.fullmatch(request.stream_id):
+        raise InvalidRecord("stream_id", "must be 32 lowercase hexadecimal characters")
+    if not 1 <= len(request.records) <= MAX_BATCH_RECORDS:
+        raise InvalidRecord("records", f"a batch holds 1 to {MAX_BATCH_RECORDS} records, got {len(request.records)}")
+    records = [record_from_proto(message) for message in request.records]
+    previous = 0
+    for record in records:
+        validate(record)
+        if record.seq <= previous:
+            raise InvalidRecord("seq", f"seqs must strictly increase; {record.seq} follows {previous}", seq=record.seq)
+        previous = record.seq
+    if request.first_seq != records[0].seq:
+        raise InvalidRecord("first_seq", f"is {request.first_seq} but the first record has seq {records[0].seq}")
+    if request.last_seq != records[-1].seq:
+        raise InvalidRecord("last_seq", f"is {request.last_seq} but the last record has seq {records[-1].seq}")
+    return _decode_device(request.device), records
+
+
+def _decode_device(message: ingest_pb2.DeviceInfo) -> DeviceInfo:
+    for name in ("hostname", "platform", "agent_version"):
+        check_text(f"device.{name}", getattr(message, name))
+    return DeviceInfo(
+        hostname=message.hostname,
+        cpu_cores=message.cpu_cores,
+        platform=message.platform,
+        agent_version=message.agent_version,
+    )
+
+
+class IngestServicer:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def Push(self, request: ingest_pb2.PushRequest, context: grpc.aio.ServicerContext) -> ingest_pb2.PushResponse:
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or malformed 'authorization: Bearer <token>' metadata")
+        auth = await call_store(context, self._store.authenticate, token)
+        if auth is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown device token")
+        if auth.revoked:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"device {auth.name!r} is revoked")
+        try:
+            # Off the loop: checking 10,000 records takes long enough to stall other calls.
+            device, records = await asyncio.to_thread(decode_batch, request)
+        except InvalidRecord as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        result = await call_store(context, self._store.ingest, auth.device_id, request.stream_id, device, records)
+        return ingest_pb2.PushResponse(
+            acked_through_seq=result.acked_through_seq,
+            inserted=result.inserted,
+            duplicates=result.duplicates,
+        )

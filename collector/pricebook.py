@@ -1,0 +1,196 @@
+"""Price book documents: what an operator writes, checked once and turned into exact values.
+
+    {"currency": "USD",
+     "hardware": {"default": {"purchase": "1200.00", "residual": "0", "lifetime_years": 4,
+                              "upkeep_per_year": "120.00", "cpu_cores": null}},
+     "cloud": {"m5.xlarge": {"hourly": "0.192", "cpu_cores": 4}},
+     "energy": {"default": {"kwh": "0.15", "pue": "1.0"}}}
+
+Money is written as decimal strings: a JSON or TOML float cannot hold 0.1 exactly, so floats are
+refused instead of being rounded silently. A device's `profile` names an entry of `hardware` or
+`cloud`, its `site` an entry of `energy`; every book has a "default" of each, which prices the
+devices whose own entry is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+# Names of devices, profiles and sites: safe in URLs, file names and report columns.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEFAULT_KEY = "default"
+
+# ISO 4217 codes in circulation (metals, test and fund-only codes left out).
+CURRENCIES = frozenset("""
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
+    BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP
+    GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR
+    KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK
+    MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR
+    SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS
+    UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
+""".split())
+
+# Bounds that keep the exact arithmetic small: no single price of a quadrillion or more, and
+# nothing finer than 1e-18 of the currency (a millionth of the pico that costs are kept in).
+_MAX_ADJUSTED_EXPONENT = 14
+_MIN_EXPONENT = -18
+_MAX_CPU_CORES = 65_535
+_MAX_LIFETIME_YEARS = 100
+
+
+class PriceBookError(ValueError):
+    """A price book document breaks the rules; `field` is the dotted path of the offending value."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"price book {field}: {reason}" if field else f"price book: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareProfile:
+    """Owned hardware, amortized linearly over its lifetime, plus yearly upkeep."""
+
+    purchase: Decimal
+    residual: Decimal
+    lifetime_years: Decimal
+    upkeep_per_year: Decimal
+    cpu_cores: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloudProfile:
+    hourly: Decimal
+    cpu_cores: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTariff:
+    kwh: Decimal
+    pue: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBook:
+    currency: str
+    hardware: Mapping[str, HardwareProfile]
+    cloud: Mapping[str, CloudProfile]
+    energy: Mapping[str, EnergyTariff]
+
+
+def parse_price_book(document: object) -> PriceBook:
+    """Check a document and return its exact values; PriceBookError names the first fault."""
+    table = _table(document, "", {"currency", "hardware", "cloud", "energy"})
+    currency = table.get("currency")
+    if type(currency) is not str or currency not in CURRENCIES:
+        raise PriceBookError("currency", f"must be a 3-letter ISO 4217 code such as \"USD\", got {currency!r}")
+    hardware = {key: _hardware(entry, f"hardware.{key}") for key, entry in _entries(table, "hardware")}
+    cloud = {key: _cloud(entry, f"cloud.{key}") for key, entry in _entries(table, "cloud")}
+    energy = {key: _energy(entry, f"energy.{key}") for key, entry in _entries(table, "energy")}
+    both = sorted(hardware.keys() & cloud.keys())
+    if both:
+        raise PriceBookError(f"cloud.{both[0]}", "a profile is either hardware or cloud, not both")
+    if DEFAULT_KEY not in hardware and DEFAULT_KEY not in cloud:
+        raise PriceBookError("hardware", f"needs a {DEFAULT_KEY!r} profile (in hardware or cloud)")
+    if DEFAULT_KEY not in energy:
+        raise PriceBookError("energy", f"needs a {DEFAULT_KEY!r} site")
+    return PriceBook(currency, hardware, cloud, energy)
+
+
+def _hardware(entry: object, path: str) -> HardwareProfile:
+    table = _table(entry, path, {"purchase", "residual", "lifetime_years", "upkeep_per_year", "cpu_cores"})
+    purchase = _money(table, "purchase", path, required=True)
+    residual = _money(table, "residual", path)
+    if residual > purchase:
+        raise PriceBookError(f"{path}.residual", "must not exceed the purchase price")
+    lifetime_years = _number(table, "lifetime_years", path, required=True)
+    if not 0 < lifetime_years <= _MAX_LIFETIME_YEARS:
+        raise PriceBookError(f"{path}.lifetime_years", f"must be above 0 and at most {_MAX_LIFETIME_YEARS}")
+    return HardwareProfile(
+        purchase, residual, lifetime_years, _money(table, "upkeep_per_year", path), _cores(table, path)
+    )
+
+
+def _cloud(entry: object, path: str) -> CloudProfile:
+    table = _table(entry, path, {"hourly", "cpu_cores"})
+    return CloudProfile(_money(table, "hourly", path, required=True), _cores(table, path))
+
+
+def _energy(entry: object, path: str) -> EnergyTariff:
+    table = _table(entry, path, {"kwh", "pue"})
+    pue = _number(table, "pue", path, default=Decimal(1))
+    # Power usage effectiveness is facility power over IT power: below 1 is impossible.
+    if pue < 1:
+        raise PriceBookError(f"{path}.pue", "must be at least 1")
+    return EnergyTariff(_money(table, "kwh", path, required=True), pue)
+
+
+def _table(value: object, path: str, allowed: set[str]) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise PriceBookError(path, f"must be an object, got {type(value).__name__}")
+    unknown = sorted(str(key) for key in value if key not in allowed)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise PriceBookError(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _entries(table: Mapping[str, object], section: str) -> list[tuple[str, object]]:
+    entries = table.get(section, {})
+    if not isinstance(entries, Mapping):
+        raise PriceBookError(section, f"must be an object, got {type(entries).__name__}")
+    for key in entries:
+        if type(key) is not str or not NAME_PATTERN.fullmatch(key):
+            raise PriceBookError(f"{section}.{key}", "names are 1-64 characters of A-Z a-z 0-9 . _ -")
+    return list(entries.items())
+
+
+def _money(table: Mapping[str, object], name: str, path: str, *, required: bool = False) -> Decimal:
+    value = table.get(name)
+    if value is None and not required:
+        return Decimal(0)
+    if type(value) is not str:
+        hint = " (floats cannot hold money exactly)" if type(value) is float else ""
+        raise PriceBookError(f"{path}.{name}", f"must be a decimal string such as \"1200.00\", got {value!r}{hint}")
+    return _decimal(value, f"{path}.{name}")
+
+
+def _number(
+    table: Mapping[str, object], name: str, path: str, *, required: bool = False, default: Decimal = Decimal(0)
+) -> Decimal:
+    """A quantity that is not money: an integer or a decimal string, never a float."""
+    value = table.get(name)
+    if value is None and not required:
+        return default
+    if type(value) is int:
+        value = str(value)
+    if type(value) is not str:
+        raise PriceBookError(f"{path}.{name}", f"must be an integer or a decimal string, got {value!r}")
+    return _decimal(value, f"{path}.{name}")
+
+
+def _decimal(text: str, field: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise PriceBookError(field, f"{text!r} is not a decimal number") from None
+    if not value.is_finite():
+        raise PriceBookError(field, f"{text!r} is not a finite number")
+    if value < 0:
+        raise PriceBookError(field, "must not be negative")
+    if value and (value.adjusted() > _MAX_ADJUSTED_EXPONENT or value.as_tuple().exponent < _MIN_EXPONENT):
+        raise PriceBookError(field, f"{text!r} is out of range (below 1e15, at most 18 decimal places)")
+    return value
+
+
+def _cores(table: Mapping[str, object], path: str) -> int | None:
+    value = table.get("cpu_cores")
+    if value is None:
+        return None
+    if type(value) is not int or not 1 <= value <= _MAX_CPU_CORES:
+        raise PriceBookError(f"{path}.cpu_cores", f"must be null or an integer from 1 to {_MAX_CPU_CORES}, got {value!r}")
+    return value

@@ -1,0 +1,111 @@
+"""The collector's tables (SQLAlchemy Core). Alembic revisions create exactly this; a test
+compares the migrated database with this metadata on SQLite and PostgreSQL.
+
+Times are Unix nanoseconds and money is integer picos (1e-12 of the price book's currency), in
+BIGINT columns, so both dialects store and sum them exactly.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Explicit constraint names: migrations can refer to them, and both dialects agree on them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("device_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    # Keys of the price book: `profile` of hardware or cloud, `site` of energy.
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_unix_ns", sa.BigInteger, nullable=True),
+    sa.Column("last_seen_unix_ns", sa.BigInteger, nullable=False),
+    # What the device last reported about itself.
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("cpu_cores", sa.Integer, nullable=False),
+    sa.Column("platform", sa.Text, nullable=False),
+    sa.Column("agent_version", sa.Text, nullable=False),
+    # Kept by ingest in the same transaction as the inserts: counting records would scan them.
+    sa.Column("record_count", sa.BigInteger, nullable=False),
+)
+
+# Up to two live tokens per device, so a rotation never locks the device out.
+device_tokens = sa.Table(
+    "device_tokens",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), nullable=False, index=True),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+)
+
+price_books = sa.Table(
+    "price_books",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("effective_from_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    # The idempotency key: a replayed batch conflicts here and is not counted twice.
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("stream_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    # agent.record.UsageRecord, field for field.
+    sa.Column("kind", sa.SmallInteger, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("runtime", sa.Text, nullable=False),
+    sa.Column("execution_provider", sa.Text, nullable=False),
+    sa.Column("batch_size", sa.BigInteger, nullable=False),
+    sa.Column("input_bytes", sa.BigInteger, nullable=False),
+    sa.Column("output_bytes", sa.BigInteger, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("start_unix_ns", sa.BigInteger, nullable=False, index=True),
+    sa.Column("duration_ns", sa.BigInteger, nullable=False),
+    sa.Column("cpu_time_ns", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("error_type", sa.Text, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("pid", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("gpu_time_ns", sa.BigInteger, nullable=False),
+    sa.Column("energy_uj", sa.BigInteger, nullable=False),
+    # The energy shares with their provenance (sensor, method, interval, error); NULL when none.
+    sa.Column("energy", sa.JSON(none_as_null=True), nullable=True),
+    # NULL when the record carries no memory figures (not the same as zero bytes).
+    sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
+    sa.Column("peak_gpu_memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("model_resident_bytes", sa.BigInteger, nullable=True),
+    # What the collector added on ingest.
+    sa.Column("received_unix_ns", sa.BigInteger, nullable=False),
+    # The device's price book keys at ingest, so reports by site keep history as it was.
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("site", sa.String(64), nullable=False),
+    # Pricing and what it was derived from: the book, and the CPU share's divisor (share =
+    # cpu_time_ns / 1e9 / price_cpu_cores); the book gives the rate per device-second.
+    sa.Column("price_book_id", sa.Integer, sa.ForeignKey(price_books.c.id), nullable=False),
+    sa.Column("price_cpu_cores", sa.Integer, nullable=False),
+    sa.Column("compute_cost_pico", sa.BigInteger, nullable=False),
+    sa.Column("energy_cost_pico", sa.BigInteger, nullable=False),
+    # Effective cost (compute + energy) and list cost; equal until discounts exist.
+    sa.Column("cost_pico", sa.BigInteger, nullable=False),
+    sa.Column("list_cost_pico", sa.BigInteger, nullable=False),
+    # "" when the device's own book entries priced it; otherwise which defaults stood in.
+    sa.Column("pricing_note", sa.Text, nullable=False),
+)

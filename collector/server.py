@@ -1,0 +1,145 @@
+"""The collector process: the gRPC server and the HTTP API on one asyncio loop, over one store.
+
+gRPC carries infermeter.v1.Ingest (devices), infermeter.v1.Admin (operators), health checking
+and reflection; HTTP carries the JSON API (collector.http_api).
+
+The admin surfaces are read-only and have no authentication yet (admin tokens come later), so
+both servers bind to 127.0.0.1 by default: reaching them from elsewhere is a deliberate choice
+of --grpc/--http addresses, to be made behind something that authenticates.
+
+SIGTERM or SIGINT stops it gracefully: the health service says NOT_SERVING, both servers stop
+accepting, in-flight calls get GRACE_S to finish (a Push that has committed still gets its
+reply), then the store is closed and serve() returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from infermeter.v1 import admin_pb2, ingest_pb2
+from sqlalchemy.engine import make_url
+
+from collector.admin_service import AdminServicer
+from collector.http_api import make_app
+from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
+from collector.params import format_address, parse_address
+from collector.rpc import add_service
+from collector.store import Store
+
+logger = logging.getLogger(__name__)
+
+GRACE_S = 10.0
+INGEST = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"]
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+SERVICE_NAMES = (INGEST.full_name, ADMIN.full_name)
+
+
+@dataclass
+class Servers:
+    """Both servers, listening; the addresses carry the ports actually bound."""
+
+    grpc_server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    http_runner: web.AppRunner
+    grpc_address: str
+    http_address: str
+    grace_s: float
+
+    async def stop(self) -> None:
+        """Stop accepting calls; those in flight get grace_s to finish."""
+        # NOT_SERVING first, so load balancers drain this replica while calls finish.
+        await self.health.enter_graceful_shutdown()
+        await asyncio.gather(self.grpc_server.stop(self.grace_s), self.http_runner.cleanup())
+
+
+async def start_servers(store: Store, *, grpc_address: str, http_address: str, grace_s: float = GRACE_S) -> Servers:
+    """Start both servers on the running loop; port 0 picks a free port."""
+    grpc_host, _ = parse_address(grpc_address)
+    http_host, http_port = parse_address(http_address)
+    runner = web.AppRunner(make_app(store), shutdown_timeout=grace_s)
+    server, health_servicer = await _grpc_server(store)
+    try:
+        bound_grpc_port = server.add_insecure_port(grpc_address)
+    except RuntimeError:
+        raise OSError(f"cannot listen for gRPC on {grpc_address}: the address is in use or not available") from None
+    await server.start()
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, http_host, http_port).start()
+    except BaseException:
+        await asyncio.gather(server.stop(None), runner.cleanup())
+        raise
+    bound_http_port = runner.addresses[0][1]
+    return Servers(
+        server, health_servicer, runner,
+        format_address(grpc_host, bound_grpc_port), format_address(http_host, bound_http_port), grace_s,
+    )
+
+
+async def _grpc_server(store: Store) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    # so_reuseport off: a second collector on the same port must fail, not share the traffic.
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
+    server = grpc.aio.server(options=options)
+    add_service(server, INGEST, IngestServicer(store))
+    add_service(server, ADMIN, AdminServicer(store))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return server, health_servicer
+
+
+def write_ready_file(path: Path, servers: Servers) -> None:
+    """Atomically: a reader sees no file or the whole of it, never half."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps({"grpc": servers.grpc_address, "http": servers.http_address, "pid": os.getpid()}))
+    os.replace(temp, path)
+
+
+async def _run(store: Store, db_url: str, grpc_address: str, http_address: str, ready_file: Path | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    servers = await start_servers(store, grpc_address=grpc_address, http_address=http_address)
+    logger.info(
+        "collector serving gRPC on %s and HTTP on http://%s, store %s",
+        servers.grpc_address, servers.http_address, make_url(db_url).render_as_string(hide_password=True),
+    )
+    if ready_file is not None:
+        write_ready_file(ready_file, servers)
+    try:
+        await stop.wait()
+        logger.info("stopping: finishing in-flight calls (up to %.0f s)", GRACE_S)
+    finally:
+        await servers.stop()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+
+
+def serve(
+    db_url: str,
+    grpc_address: str = "127.0.0.1:50051",
+    http_address: str = "127.0.0.1:8080",
+    ready_file: str | os.PathLike | None = None,
+) -> int:
+    """Run the collector until SIGTERM/SIGINT; the exit code (0 after a graceful stop)."""
+    store = Store.open(db_url)
+    try:
+        asyncio.run(_run(store, db_url, grpc_address, http_address, Path(ready_file) if ready_file else None))
+    finally:
+        # asyncio.run has waited for the worker threads, so no store call is still running.
+        store.close()
+    logger.info("collector stopped")
+    return 0

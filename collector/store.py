@@ -1,0 +1,288 @@
+"""The collector's store: devices and their tokens, priced usage records, price books, and the
+cost report, on SQLite (one collector) or PostgreSQL (several replicas).
+
+Exactly-once accounting: a batch is inserted with ON CONFLICT DO NOTHING on (device, stream,
+seq), priced, and the device's counters updated, in one transaction; only the rows that were
+new count, and `ingest` returns only after COMMIT, so an ack always means "durably stored".
+Database trouble a retry could fix raises StoreUnavailable, never a quiet success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from agent.record import InvalidRecord, UsageRecord, check_text
+from collector import tokens
+from collector.bulk import insert_new_rows
+from collector.books import PriceBookRow, PriceBooks
+from collector.database import StoreNotFound, StoreUnavailable, create_engine, migrate, transaction
+from collector.pricebook import NAME_PATTERN
+from collector.reports import CostGroup, CostReport, build_report, check_range, cost_query
+from collector.rows import RECORD_COLUMNS, priced_rows
+from collector.schema import device_tokens, devices
+from collector.schema import records as records_table
+
+__all__ = [
+    "CostGroup", "CostReport", "DeviceAuth", "DeviceInfo", "DeviceRow", "IngestResult", "NewDevice",
+    "PriceBookRow", "Store", "StoreNotFound", "StoreUnavailable",
+]
+
+MAX_STREAM_ID_CHARS = 128
+MAX_CPU_CORES = 65_535
+# Bounds the token cache: a flood of wrong tokens empties it instead of growing it.
+_MAX_CACHED_TOKENS = 10_000
+_RECORD_KEY = ("device_id", "stream_id", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What a device reports about itself with each push; empty / 0 means "not reported"."""
+
+    hostname: str = ""
+    cpu_cores: int = 0
+    platform: str = ""
+    agent_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    device_id: str
+    name: str
+    token: str  # shown once: only its SHA-256 is stored
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    device_id: str
+    name: str
+    profile: str
+    site: str
+    created_unix_ns: int
+    last_seen_unix_ns: int  # 0 if the device never pushed
+    revoked: bool
+    hostname: str
+    cpu_cores: int
+    records: int  # records stored for the device
+    platform: str
+    agent_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    device_id: str
+    name: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    inserted: int
+    duplicates: int
+    acked_through_seq: int  # the batch's highest seq (0 for an empty batch)
+
+
+class Store:
+    def __init__(
+        self, engine: sa.Engine, *, clock: Callable[[], int] = time.time_ns, auth_cache_ttl_s: float = 5.0
+    ) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._auth_cache_ttl_s = auth_cache_ttl_s
+        self._auth_cache: dict[str, tuple[float, DeviceAuth | None]] = {}
+        self._books = PriceBooks()
+
+    @classmethod
+    def open(
+        cls, url: str, *, create: bool = True, clock: Callable[[], int] = time.time_ns, auth_cache_ttl_s: float = 5.0
+    ) -> Store:
+        """Open `sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`, and bring its schema to the
+        newest revision. ValueError for an unsupported URL; StoreNotFound for a missing SQLite
+        file when create is False (otherwise the file is created)."""
+        engine = create_engine(url, create=create)
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, clock=clock, auth_cache_ttl_s=auth_cache_ttl_s)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Devices and credentials
+
+    def add_device(self, name: str, *, profile: str = "default", site: str = "default") -> NewDevice:
+        """Register a device; the returned token is its only copy. ValueError for an invalid or
+        taken name, or an invalid profile or site name."""
+        for field, value in (("name", name), ("profile", profile), ("site", site)):
+            if type(value) is not str or not NAME_PATTERN.fullmatch(value):
+                raise ValueError(f"device {field} {value!r} is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -")
+        device = NewDevice(tokens.new_device_id(), name, tokens.new_device_token())
+        now = self._clock()
+        try:
+            with transaction(self.engine, write=True) as connection:
+                connection.execute(sa.insert(devices), {
+                    "device_id": device.device_id, "name": name, "profile": profile, "site": site,
+                    "created_unix_ns": now, "revoked_unix_ns": None, "last_seen_unix_ns": 0, "hostname": "",
+                    "cpu_cores": 0, "platform": "", "agent_version": "", "record_count": 0,
+                })
+                connection.execute(sa.insert(device_tokens), {
+                    "token_sha256": tokens.token_sha256(device.token), "device_id": device.device_id,
+                    "created_unix_ns": now,
+                })
+        except exc.IntegrityError:
+            raise ValueError(f"a device named {name!r} already exists") from None
+        return device
+
+    def list_devices(self) -> list[DeviceRow]:
+        with transaction(self.engine) as connection:
+            rows = connection.execute(sa.select(devices).order_by(devices.c.name)).all()
+        return [
+            DeviceRow(
+                device_id=row.device_id, name=row.name, profile=row.profile, site=row.site,
+                created_unix_ns=row.created_unix_ns, last_seen_unix_ns=row.last_seen_unix_ns,
+                revoked=row.revoked_unix_ns is not None, hostname=row.hostname, cpu_cores=row.cpu_cores,
+                records=row.record_count, platform=row.platform, agent_version=row.agent_version,
+            )
+            for row in rows
+        ]
+
+    def revoke_device(self, device_id: str) -> None:
+        """Refuse the device's tokens from now on (its records stay). KeyError if unknown."""
+        with transaction(self.engine, write=True) as connection:
+            updated = connection.execute(
+                sa.update(devices)
+                .where(devices.c.device_id == device_id, devices.c.revoked_unix_ns.is_(None))
+                .values(revoked_unix_ns=self._clock())
+            ).rowcount
+            if not updated and not _device_exists(connection, device_id):
+                raise KeyError(f"no device {device_id!r}")
+        self._auth_cache.clear()
+
+    def authenticate(self, token: str) -> DeviceAuth | None:
+        """The device a bearer token belongs to (revoked ones included, flagged), or None.
+        Answers from a cache for up to `auth_cache_ttl_s`, so a revocation made by another
+        replica takes effect within that time."""
+        if not tokens.could_be_token(token):
+            return None
+        digest = tokens.token_sha256(token)
+        now_s = time.monotonic()
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[0] > now_s:
+            return cached[1]
+        with transaction(self.engine) as connection:
+            row = connection.execute(
+                sa.select(device_tokens.c.token_sha256, devices.c.device_id, devices.c.name, devices.c.revoked_unix_ns)
+                .join(devices, device_tokens.c.device_id == devices.c.device_id)
+                .where(device_tokens.c.token_sha256 == digest)
+            ).first()
+        auth = None
+        if row is not None and tokens.digest_matches(row.token_sha256, digest):
+            auth = DeviceAuth(row.device_id, row.name, row.revoked_unix_ns is not None)
+        if len(self._auth_cache) >= _MAX_CACHED_TOKENS:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (now_s + self._auth_cache_ttl_s, auth)
+        return auth
+
+    # Records
+
+    def ingest(
+        self, device_id: str, stream_id: str, device: DeviceInfo, records: Sequence[UsageRecord]
+    ) -> IngestResult:
+        """Store and price a batch of validated records, once: rows already stored are counted
+        as duplicates. Returns after COMMIT. InvalidRecord (a ValueError) for a bad stream id
+        or device info, or a record whose cost cannot be stored; nothing is stored then."""
+        _check_push(stream_id, device)
+        received_unix_ns = self._clock()
+        with transaction(self.engine, write=True) as connection:
+            known = connection.execute(
+                sa.select(devices.c.profile, devices.c.site, devices.c.cpu_cores, devices.c.hostname,
+                          devices.c.platform, devices.c.agent_version)
+                .where(devices.c.device_id == device_id)
+            ).first()
+            if known is None:
+                raise ValueError(f"no device {device_id!r}")
+            cpu_cores = device.cpu_cores or known.cpu_cores
+            inserted = 0
+            if records:
+                schedule = self._books.schedule(
+                    connection, profile=known.profile, site=known.site, reported_cpu_cores=cpu_cores
+                )
+                rows = priced_rows(
+                    records, device_id=device_id, stream_id=stream_id, profile=known.profile, site=known.site,
+                    received_unix_ns=received_unix_ns, schedule=schedule,
+                )
+                inserted = len(insert_new_rows(
+                    connection, records_table, RECORD_COLUMNS, _RECORD_KEY, "seq", rows
+                ))
+            connection.execute(
+                sa.update(devices).where(devices.c.device_id == device_id).values(
+                    last_seen_unix_ns=received_unix_ns,
+                    hostname=device.hostname or known.hostname,
+                    cpu_cores=cpu_cores,
+                    platform=device.platform or known.platform,
+                    agent_version=device.agent_version or known.agent_version,
+                    record_count=devices.c.record_count + inserted,
+                )
+            )
+        return IngestResult(
+            inserted=inserted,
+            duplicates=len(records) - inserted,
+            acked_through_seq=max((record.seq for record in records), default=0),
+        )
+
+    # Price books and costs
+
+    def add_price_book(self, document: Mapping, *, effective_from_unix_ns: int) -> int:
+        """Add a price book (see collector.pricebook); it prices records ingested from now on
+        whose start is at or after `effective_from_unix_ns`. PriceBookError (a ValueError) names
+        the offending field."""
+        with transaction(self.engine, write=True) as connection:
+            return self._books.add(
+                connection, document, effective_from_unix_ns=effective_from_unix_ns, created_unix_ns=self._clock()
+            )
+
+    def list_price_books(self) -> list[PriceBookRow]:
+        with transaction(self.engine) as connection:
+            return self._books.list(connection)
+
+    def costs(
+        self,
+        *,
+        group_by: Sequence[str] = (),
+        since_unix_ns: int | None = None,
+        until_unix_ns: int | None = None,
+    ) -> CostReport:
+        """Stored costs by group, over records whose start is in [since, until) (None: open).
+        Group keys: model, version, device, site, runtime, tag:KEY. ValueError for an unknown
+        key or since after until."""
+        group_by = tuple(group_by) if not isinstance(group_by, str) else group_by
+        query = cost_query(group_by, since_unix_ns, until_unix_ns)
+        check_range(since_unix_ns, until_unix_ns)
+        with transaction(self.engine) as connection:
+            rows = connection.execute(query).all()
+            currency = self._books.currency(connection)
+        return build_report(group_by, currency, rows)
+
+
+def _device_exists(connection: sa.Connection, device_id: str) -> bool:
+    return connection.execute(sa.select(devices.c.device_id).where(devices.c.device_id == device_id)).first() is not None
+
+
+def _check_push(stream_id: str, device: DeviceInfo) -> None:
+    check_text("stream_id", stream_id, MAX_STREAM_ID_CHARS, required=True)
+    for name in ("hostname", "platform", "agent_version"):
+        check_text(f"device.{name}", getattr(device, name))
+    if type(device.cpu_cores) is not int or not 0 <= device.cpu_cores <= MAX_CPU_CORES:
+        raise InvalidRecord("device.cpu_cores", f"must be an integer from 0 to {MAX_CPU_CORES}")

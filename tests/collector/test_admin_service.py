@@ -1,0 +1,123 @@
+"""infermeter.v1.Admin, health checking and reflection over a real channel."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from infermeter.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
+
+from tests.collector.helpers import make_record, push_request, servers, store  # noqa: F401
+
+
+@pytest.fixture
+def channel(servers):
+    with grpc.insecure_channel(servers.grpc_address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def admin(channel):
+    return admin_pb2_grpc.AdminStub(channel)
+
+
+@pytest.fixture
+def pushed(store, channel):
+    """Two devices; edge-1 pushed three records of two models."""
+    device = store.add_device("edge-1", profile="jetson-orin", site="lab")
+    store.add_device("edge-2")
+    records = [make_record(1), make_record(2), make_record(3, model="bert", tags={"project": "ads"})]
+    ingest_pb2_grpc.IngestStub(channel).Push(
+        push_request(records), metadata=[("authorization", f"Bearer {device.token}")], timeout=10
+    )
+    return device
+
+
+def test_list_devices(admin, pushed):
+    devices = {d.name: d for d in admin.ListDevices(admin_pb2.ListDevicesRequest(), timeout=10).devices}
+
+    assert set(devices) == {"edge-1", "edge-2"}
+    edge1 = devices["edge-1"]
+    assert (edge1.device_id, edge1.profile, edge1.site, edge1.revoked) == (pushed.device_id, "jetson-orin", "lab", False)
+    assert edge1.created_unix_ns > 0 and edge1.last_seen_unix_ns >= edge1.created_unix_ns
+    assert devices["edge-2"].last_seen_unix_ns == 0  # never pushed
+
+
+def test_get_costs_says_what_the_http_api_says(admin, pushed, servers):
+    reply = admin.GetCosts(admin_pb2.GetCostsRequest(group_by=["model", "tag:project"]), timeout=10)
+    with urllib.request.urlopen(f"{servers.http_url}/api/v1/costs?group_by=model,tag:project", timeout=10) as response:
+        http = json.load(response)
+
+    assert list(reply.group_by) == http["group_by"] == ["model", "tag:project"]
+    assert (reply.currency, reply.total_cost, reply.total_inferences) == (
+        http["currency"], http["total_cost"], http["total_inferences"]
+    )
+    assert [
+        [list(g.key), g.inferences, g.records, g.cost, g.hardware_cost, g.energy_cost, g.energy_uj, g.duration_ns, g.cpu_time_ns]
+        for g in reply.groups
+    ] == [
+        [g["key"], g["inferences"], g["records"], g["cost"], g["compute_cost"], g["energy_cost"], g["energy_uj"],
+         g["duration_ns"], g["cpu_time_ns"]]
+        for g in http["groups"]
+    ]
+    assert sorted(tuple(g.key) for g in reply.groups) == [("bert", "ads"), ("resnet50", "search")]
+
+
+def test_get_costs_time_range_zero_is_unbounded(admin, pushed):
+    unbounded = admin.GetCosts(admin_pb2.GetCostsRequest(), timeout=10)
+    after_all = admin.GetCosts(admin_pb2.GetCostsRequest(since_unix_ns=make_record(3).start_unix_ns + 1), timeout=10)
+
+    assert unbounded.total_inferences == 3
+    assert after_all.total_inferences == 0
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        admin_pb2.GetCostsRequest(group_by=["colour"]),
+        admin_pb2.GetCostsRequest(group_by=["tag:"]),
+        admin_pb2.GetCostsRequest(since_unix_ns=2_000_000_000 * 10**9, until_unix_ns=1_000_000_000 * 10**9),
+    ],
+    ids=["unknown-key", "empty-tag", "since-after-until"],
+)
+def test_get_costs_bad_query_is_invalid_argument(admin, request_):
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.GetCosts(request_, timeout=10)
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_garbage_bytes_to_admin_are_invalid_argument(channel):
+    with pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary("/infermeter.v1.Admin/GetCosts")(b"\xff\xff\xff", timeout=10)
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("service", ["", "infermeter.v1.Ingest", "infermeter.v1.Admin"])
+def test_health_says_serving(channel, service):
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+
+    names = {service.name for service in replies[0].list_services_response.service}
+    assert {"infermeter.v1.Ingest", "infermeter.v1.Admin", "grpc.health.v1.Health"} <= names
+
+
+def test_reflection_describes_push(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="infermeter.v1.Ingest")
+
+    replies = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+
+    assert replies[0].file_descriptor_response.file_descriptor_proto

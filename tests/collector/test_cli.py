@@ -1,0 +1,254 @@
+"""The collector's commands through the real root CLI (agent.cli.main), in process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from agent.cli import build_parser, main
+from collector.cli import format_cost_report
+from collector.store import DeviceInfo, Store
+from tests.collector.helpers import STREAM_ID, ServersThread, make_record
+
+PRICE_BOOK = {
+    "currency": "EUR",
+    "hardware": {"default": {"purchase": "1200.00", "residual": "0", "lifetime_years": 4, "upkeep_per_year": "120.00"}},
+    "energy": {"default": {"kwh": "0.25", "pue": "1.2"}},
+}
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    Store.open(url).close()
+    monkeypatch.setenv("INFERMETER_DB", url)
+    return url
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def with_records(db: str) -> Store:
+    store = Store.open(db)
+    device = store.add_device("edge-1")
+    records = [make_record(seq, model="bert" if seq % 2 else "resnet50") for seq in range(1, 7)]
+    store.ingest(device.device_id, STREAM_ID, DeviceInfo("edge-1", 4, "linux", "0.1.0"), records)
+    return store
+
+
+def test_device_add_prints_a_token_that_authenticates(db, capsys):
+    code, out, err = run(capsys, "admin", "device", "add", "edge-01", "--profile", "jetson", "--site", "lab")
+
+    assert (code, err) == (0, "")
+    token = out.splitlines()[2].strip()
+    assert "token file" in out
+    store = Store.open(db)
+    try:
+        auth = store.authenticate(token)
+        assert auth is not None and auth.name == "edge-01"
+        assert [(d.name, d.profile, d.site) for d in store.list_devices()] == [("edge-01", "jetson", "lab")]
+    finally:
+        store.close()
+
+
+def test_device_add_json(db, capsys):
+    code, out, _ = run(capsys, "admin", "device", "add", "edge-01", "--json")
+
+    assert code == 0
+    assert set(json.loads(out)) == {"device_id", "name", "token"}
+
+
+@pytest.mark.parametrize("name", ["edge-01", "bad name/with slash", ""])
+def test_device_add_bad_or_duplicate_name_is_a_usage_error(db, capsys, name):
+    run(capsys, "admin", "device", "add", "edge-01")
+
+    code, out, err = run(capsys, "admin", "device", "add", name)
+
+    assert (code, out) == (2, "")
+    assert err.startswith("infermeter: ") and err.count("\n") == 1
+
+
+def test_device_list_json_is_the_http_apis_object(db, capsys):
+    store = with_records(db)
+    try:
+        with ServersThread(store) as running, urllib.request.urlopen(f"{running.http_url}/api/v1/devices") as response:
+            http = json.load(response)
+    finally:
+        store.close()
+
+    code, out, _ = run(capsys, "admin", "device", "list", "--json")
+
+    assert code == 0
+    assert json.loads(out) == http
+    code, out, _ = run(capsys, "admin", "device", "list")
+    assert "edge-1" in out and "active" in out
+
+
+def test_report_costs_json_is_the_http_apis_object(db, capsys):
+    store = with_records(db)
+    try:
+        with ServersThread(store) as running:
+            with urllib.request.urlopen(f"{running.http_url}/api/v1/costs?group_by=model,device") as response:
+                http = json.load(response)
+    finally:
+        store.close()
+
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model,device", "--json")
+
+    assert code == 0
+    assert json.loads(out) == http
+
+
+def test_report_costs_table(db, capsys):
+    with_records(db).close()
+
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model,tag:project", "--since", "2026-01-01")
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["model", "tag:project", "inferences", "cost"]
+    assert [line.split()[:3] for line in lines[1:4]] == [["bert", "search", "3"], ["resnet50", "search", "3"], ["total", "6", lines[3].split()[2]]]
+    assert "6 records" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("report", "costs", "--group-by", "colour"),
+        ("report", "costs", "--group-by", "model,,device"),
+        ("report", "costs", "--since", "yesterday"),
+        ("report", "costs", "--since", "2026-12-01", "--until", "2026-11-01"),
+        ("report", "costs", "--db", "mysql+nodriver://x/y"),
+        ("report", "costs", "--db", "not a url"),
+        ("collector", "serve", "--grpc", "localhost"),
+        ("admin", "pricebook", "add", "book.json"),
+    ],
+    ids=["group-key", "empty-key", "since", "since-after-until", "unknown-driver", "not-a-url", "address", "no-date"],
+)
+def test_usage_errors_exit_2_with_one_line(db, capsys, argv):
+    code, out, err = run(capsys, *argv)
+
+    assert (code, out) == (2, "")
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(("infermeter: ", "usage: ", "infermeter "))
+
+
+@pytest.mark.parametrize(
+    "argv", [("report", "costs"), ("admin", "device", "list"), ("admin", "pricebook", "list")]
+)
+def test_reading_commands_do_not_create_a_missing_database(tmp_path, capsys, argv):
+    missing = tmp_path / "missing-dir" / "x.db"
+    code, out, err = run(capsys, *argv, "--db", f"sqlite:///{missing}")
+
+    assert (code, out) == (1, "")
+    assert err.startswith(f"infermeter: no collector database at {missing}") and err.count("\n") == 1
+    assert not missing.parent.exists()
+
+
+def test_pricebook_add_json_and_toml(db, tmp_path, capsys):
+    book = tmp_path / "book.json"
+    book.write_text(json.dumps(PRICE_BOOK))
+    toml = tmp_path / "book.toml"
+    toml.write_text(
+        'currency = "EUR"\n[hardware.default]\npurchase = "1300.00"\nresidual = "0"\nlifetime_years = 4\n'
+        'upkeep_per_year = "0"\n[energy.default]\nkwh = "0.30"\npue = "1.0"\n'
+    )
+
+    # A new currency must price every record, so its first book starts at the earliest date.
+    assert run(capsys, "admin", "pricebook", "add", str(book), "--effective-from", "2026-01-01")[0] == 2
+    assert run(capsys, "admin", "pricebook", "add", str(book), "--effective-from", "2000-01-01")[0] == 0
+    code, out, _ = run(capsys, "admin", "pricebook", "add", str(toml), "--effective-from", "2026-07-01T00:00:00Z", "--json")
+    assert code == 0
+    assert json.loads(out)["effective_from_unix_ns"] == 1_782_864_000 * 10**9
+
+    code, out, _ = run(capsys, "admin", "pricebook", "list", "--json")
+    assert code == 0
+    assert [book["currency"] for book in json.loads(out)["price_books"]] == ["USD", "EUR", "EUR"]
+    code, out, _ = run(capsys, "admin", "pricebook", "list")
+    assert "2026-07-01" in out
+
+
+@pytest.mark.parametrize(
+    "name, text, exit_code",
+    [
+        ("book.json", "{not json", 2),
+        ("book.toml", "currency = ", 2),
+        ("book.json", "[1, 2]", 2),
+        ("book.json", json.dumps({**PRICE_BOOK, "currency": "XXX"}), 2),
+        ("book.json", json.dumps({**PRICE_BOOK, "energy": {"default": {"kwh": 0.1, "pue": "1"}}}), 2),
+        ("missing.json", None, 1),
+    ],
+    ids=["bad-json", "bad-toml", "not-an-object", "bad-currency", "float-money", "missing"],
+)
+def test_pricebook_add_bad_file(db, tmp_path, capsys, name, text, exit_code):
+    if text is not None:
+        (tmp_path / name).write_text(text)
+
+    code, out, err = run(capsys, "admin", "pricebook", "add", str(tmp_path / name), "--effective-from", "2026-01-01")
+
+    assert (code, out) == (exit_code, "")
+    assert err.startswith("infermeter: ") and err.count("\n") == 1
+
+
+def test_every_command_has_help_with_examples(capsys):
+    for argv in (
+        ["collector", "serve"], ["admin", "device", "add"], ["admin", "device", "list"],
+        ["admin", "pricebook", "add"], ["admin", "pricebook", "list"], ["report", "costs"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([*argv, "--help"])
+        assert exit_.value.code == 0
+        assert "examples:" in capsys.readouterr().out, argv
+
+
+def test_the_module_imports_only_the_standard_library():
+    code = (
+        "import sys; import collector.cli; "
+        "print(sorted(m for m in ('aiohttp', 'sqlalchemy', 'grpc', 'google.protobuf') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_without_the_collector_extra_the_command_says_how_to_install_it(tmp_path):
+    # None in sys.modules makes `import sqlalchemy` fail as if it were not installed.
+    code = (
+        "import sys; sys.modules['sqlalchemy'] = sys.modules['aiohttp'] = None; "
+        "from agent.cli import main; sys.exit(main(['report', 'costs']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr == "infermeter: the collector is not installed: pip install 'infermeter[collector]'\n"
+
+
+def test_format_cost_report_aligns_columns():
+    report = {
+        "group_by": ["model"], "currency": "USD", "total_cost": "1234.5678", "total_inferences": 3000,
+        "total_records": 3000,
+        "groups": [
+            {"key": ["tiny-mlp"], "inferences": 1000, "records": 1000, "cost": "1234.5", "compute_cost": "1234.5",
+             "energy_cost": "0", "energy_uj": 0, "duration_ns": 0, "cpu_time_ns": 0},
+            {"key": [""], "inferences": 2000, "records": 2000, "cost": "0.0678", "compute_cost": "0.000001234567",
+             "energy_cost": "0.067798765433", "energy_uj": 0, "duration_ns": 0, "cpu_time_ns": 0},
+        ],
+    }
+
+    lines = format_cost_report(report).splitlines()
+
+    assert lines[0].split() == ["model", "inferences", "cost", "compute", "energy", "per", "1k", "inferences"]
+    assert lines[1].split() == ["tiny-mlp", "1000", "1234.50", "1234.50", "0", "1234.50"]
+    assert lines[2].split() == ["-", "2000", "0.06780", "0.000001235", "0.06780", "0.03390"]
+    assert lines[3].split() == ["total", "3000", "1234.57", "1234.50", "0.06780", "411.52"]
+    assert len({len(line) for line in lines[:4]}) == 1  # right-aligned numbers: equal widths
+    assert lines[4] == "3000 records; amounts in USD (--json for every digit)"

@@ -1,0 +1,230 @@
+"""The HTTP API on a real port: each route, the error shape, bad parameters, and the OpenAPI
+document kept true (the routes served are those documented, and responses match its schemas)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from decimal import Decimal
+
+import grpc
+import pytest
+from infermeter.v1 import ingest_pb2_grpc
+
+from collector.http_api import OPENAPI_PATH, make_app
+from collector.store import Store, StoreUnavailable
+from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request, schema_errors, servers, store  # noqa: F401
+
+DOCUMENT = json.loads(OPENAPI_PATH.read_text())
+
+
+def call(url: str, method: str = "GET") -> tuple[int, dict, object]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.load(err)
+
+
+def documented_errors(path: str, status: int, body: object, method: str = "get") -> list[str]:
+    """Schema errors of `body` against what the document says `path` answers with `status`."""
+    response = DOCUMENT["paths"][path][method]["responses"][str(status)]
+    if "$ref" in response:
+        response = DOCUMENT["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    return schema_errors(body, response["content"]["application/json"]["schema"], DOCUMENT)
+
+
+def error_errors(body: object) -> list[str]:
+    return schema_errors(body, {"$ref": "#/components/schemas/Error"}, DOCUMENT)
+
+
+@pytest.fixture
+def pushed(store, servers):
+    """edge-1 pushed records of two models and two projects, one minute apart."""
+    device = store.add_device("edge-1")
+    store.add_device("edge-2")
+    records = [
+        make_record(seq, start_unix_ns=START_UNIX_NS + seq * 60 * 10**9,
+                    model="bert" if seq % 2 else "resnet50", tags={"project": "ads" if seq > 2 else "search"})
+        for seq in range(1, 5)
+    ]
+    with grpc.insecure_channel(servers.grpc_address) as channel:
+        ingest_pb2_grpc.IngestStub(channel).Push(
+            push_request(records), metadata=[("authorization", f"Bearer {device.token}")], timeout=10
+        )
+    return records
+
+
+def test_healthz(servers):
+    status, _, body = call(f"{servers.http_url}/healthz")
+
+    assert (status, body) == (200, {"status": "ok"})
+
+
+class BrokenStore(Store):
+    def list_devices(self):
+        raise StoreUnavailable("database is locked")
+
+    def costs(self, **kwargs):
+        raise StoreUnavailable("database is locked")
+
+
+def test_an_unusable_store_is_503_json(tmp_path):
+    broken = BrokenStore.open(f"sqlite:///{tmp_path / 'broken.db'}")
+    try:
+        with ServersThread(broken) as running:
+            answers = {path: call(f"{running.http_url}{path}") for path in ("/healthz", "/api/v1/costs", "/api/v1/devices")}
+    finally:
+        broken.close()
+
+    for path, (status, _, body) in answers.items():
+        assert status == 503, path
+        assert body["code"] == "unavailable"
+        assert documented_errors(path, 503, body) == []
+
+
+def test_costs_grouped_with_exact_money(servers, pushed):
+    status, _, body = call(f"{servers.http_url}/api/v1/costs?group_by=model,device,tag:project")
+
+    assert status == 200
+    assert documented_errors("/api/v1/costs", 200, body) == []
+    assert body["group_by"] == ["model", "device", "tag:project"]
+    assert sorted(tuple(g["key"]) for g in body["groups"]) == [
+        ("bert", "edge-1", "ads"), ("bert", "edge-1", "search"), ("resnet50", "edge-1", "ads"), ("resnet50", "edge-1", "search"),
+    ]
+    assert (body["total_records"], body["total_inferences"]) == (4, 4)
+    assert Decimal(body["total_cost"]) == sum(Decimal(g["cost"]) for g in body["groups"])
+
+
+@pytest.mark.parametrize(
+    "query, records",
+    [
+        ("", 4),
+        # Records start at START + seq minutes; the range is half-open on the start time.
+        (f"since={START_UNIX_NS + 2 * 60 * 10**9}", 3),
+        (f"until={START_UNIX_NS + 2 * 60 * 10**9}", 1),
+        ("since=2026-11-18T11:00:00Z&until=2026-11-18T12:00:00Z", 4),
+        ("since=2026-11-19", 0),
+        ("until=2026-11-18T13:07:00%2B02:00", 0),
+        ("until=2026-11-18T13:08:00.000000001%2B02:00", 1),
+        ("since=1970-01-01T00:00:00Z", 4),
+        ("group_by=", 4),
+    ],
+)
+def test_costs_time_range(servers, pushed, query, records):
+    status, _, body = call(f"{servers.http_url}/api/v1/costs?{query}")
+
+    assert status == 200, body
+    assert body["total_records"] == records
+
+
+@pytest.mark.parametrize(
+    "query, code, field",
+    [
+        ("colour=red", "unknown_parameter", "colour"),
+        ("group_by=model&group_by=device", "repeated_parameter", "group_by"),
+        ("group_by=colour", "invalid_parameter", "group_by"),
+        ("group_by=model,,device", "invalid_parameter", "group_by"),
+        ("group_by=tag:", "invalid_parameter", "group_by"),
+        ("since=yesterday", "invalid_parameter", "since"),
+        ("since=2026-13-01", "invalid_parameter", "since"),
+        ("since=2026-11-22T00:00:00", "invalid_parameter", "since"),  # no offset: ambiguous
+        ("until=-1", "invalid_parameter", "until"),
+        ("until=99999999999999999999", "invalid_parameter", "until"),
+        ("until=9223372036854775808", "invalid_parameter", "until"),
+        ("since=NaN", "invalid_parameter", "since"),
+        ("since=%00", "invalid_parameter", "since"),
+        ("since=2026-12-01&until=2026-11-01", "invalid_parameter", "since"),
+    ],
+)
+def test_costs_bad_parameters_are_400_json(servers, query, code, field):
+    status, _, body = call(f"{servers.http_url}/api/v1/costs?{query}")
+
+    assert status == 400
+    assert (body["code"], body["field"]) == (code, field)
+    assert body["message"]
+    assert documented_errors("/api/v1/costs", 400, body) == []
+
+
+def test_devices(servers, pushed):
+    status, _, body = call(f"{servers.http_url}/api/v1/devices")
+
+    assert status == 200
+    assert documented_errors("/api/v1/devices", 200, body) == []
+    devices = {d["name"]: d for d in body["devices"]}
+    assert (devices["edge-1"]["records"], devices["edge-1"]["hostname"], devices["edge-1"]["cpu_cores"]) == (4, "edge-1", 4)
+    assert (devices["edge-2"]["last_seen_unix_ns"], devices["edge-2"]["hostname"]) == (0, "")  # never pushed
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/v1/devices", "/api/v1/openapi.json"])
+def test_routes_without_parameters_refuse_parameters(servers, path):
+    status, _, body = call(f"{servers.http_url}{path}?verbose=1")
+
+    assert (status, body["code"], body["field"]) == (400, "unknown_parameter", "verbose")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/v1/cost", "/api/v2/costs", "/api/v1/devices/../../etc/passwd", "/%00"])
+def test_unknown_route_is_404_json(servers, path):
+    status, _, body = call(f"{servers.http_url}{path}")
+
+    assert status == 404
+    assert body["code"] == "not_found"
+    assert error_errors(body) == []
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD"])
+def test_wrong_method_is_405_json(servers, method):
+    request = urllib.request.Request(f"{servers.http_url}/api/v1/costs", method=method)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+
+    assert caught.value.code == 405
+    assert caught.value.headers["Allow"] == "GET"
+    if method != "HEAD":  # a HEAD reply has no body
+        body = json.load(caught.value)
+        assert body["code"] == "method_not_allowed"
+        assert error_errors(body) == []
+
+
+def test_the_openapi_document_is_served_as_is(servers):
+    status, headers, body = call(f"{servers.http_url}/api/v1/openapi.json")
+
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    assert body == DOCUMENT
+
+
+def test_the_document_lists_exactly_the_routes_served(store):
+    served = {
+        (route.resource.canonical, route.method.lower())
+        for route in make_app(store).router.routes()
+    }
+    documented = {(path, method) for path, operations in DOCUMENT["paths"].items() for method in operations}
+
+    assert served == documented
+
+
+def test_the_documents_examples_match_its_schemas():
+    checked = 0
+    for path, operations in DOCUMENT["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if "$ref" in response:
+                    response = DOCUMENT["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+                content = response["content"]["application/json"]
+                if "example" in content:
+                    assert schema_errors(content["example"], content["schema"], DOCUMENT) == [], (path, status)
+                    checked += 1
+    assert checked >= 5
+
+
+def test_the_document_is_openapi_3():
+    assert DOCUMENT["openapi"].startswith("3.")
+    assert {"title", "version"} <= set(DOCUMENT["info"])
+    for operations in DOCUMENT["paths"].values():
+        for operation in operations.values():
+            assert operation["operationId"] and operation["responses"]
+            for parameter in operation.get("parameters", ()):
+                assert parameter["in"] == "query" and "schema" in parameter

@@ -1,0 +1,209 @@
+"""The real collector and the real agent daemon as processes on loopback, a real ONNX Runtime
+session metered in this process. The oracle is what the device buffer committed: the collector
+must end up with exactly those records, once each, with the right cost."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import urllib.request
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from agent import Meter
+from collector.demo import processes
+from collector.demo.model import INPUT_NAME, INPUT_WIDTH, MODEL_PATH
+from collector.store import Store
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Deployment:
+    """One collector database, one device registered in it, and the processes that run them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.db_path = workdir / "collector.db"
+        self.db_url = f"sqlite:///{self.db_path}"
+        self.buffer_path = workdir / "buffer.db"
+        self.grpc_address = f"127.0.0.1:{free_port()}"
+        self.http_address = f"127.0.0.1:{free_port()}"
+        store = Store.open(self.db_url)
+        self.device = store.add_device("edge-1")
+        store.close()
+        token_file = workdir / "device.token"
+        token_file.write_text(self.device.token)
+        self.config = workdir / "agent.toml"
+        self.config.write_text(
+            f'buffer = "{self.buffer_path}"\n[collector]\naddress = "{self.grpc_address}"\n'
+            f'token_file = "{token_file}"\ntimeout_s = 5\n'
+            "[shipper]\nbatch_size = 200\ninterval_s = 0.1\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\n"
+        )
+        self.collector: processes.Collector | None = None
+        self.agent = None
+
+    def start_collector(self) -> None:
+        self.collector = processes.start_collector(
+            self.db_url, self.workdir, grpc_address=self.grpc_address, http_address=self.http_address
+        )
+
+    def start_agent(self) -> None:
+        self.agent = processes.start_agent(self.config, self.workdir)
+
+    def costs(self, group_by: str = "") -> dict:
+        url = f"http://{self.http_address}/api/v1/costs" + (f"?group_by={group_by}" if group_by else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def wait_for(self, expected: int, timeout_s: float = 60) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            have = self.costs()["total_records"]
+            if have >= expected or time.monotonic() > deadline:
+                return have
+            time.sleep(0.1)
+
+    def stored_rows(self) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            return conn.execute(
+                "SELECT stream_id, seq, model, duration_ns, cpu_time_ns, batch_size, cost_pico "
+                "FROM records ORDER BY stream_id, seq"
+            ).fetchall()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.agent is not None:
+            processes.stop(self.agent)
+        if self.collector is not None:
+            processes.stop(self.collector.process)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}\n{(self.workdir / name).read_text(errors='replace')[-3000:]}"
+            for name in ("collector.log", "agent.log") if (self.workdir / name).exists()
+        )
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    deployment = Deployment(tmp_path)
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def session():
+    return onnxruntime.InferenceSession(str(MODEL_PATH), providers=["CPUExecutionProvider"])
+
+
+def run_model(meter: Meter, session, runs: int, *, user: str = "alice") -> None:
+    metered = meter.wrap_onnx(session, model="tiny-mlp", version="1", tags={"user": user})
+    for i in range(runs):
+        metered.run(None, {INPUT_NAME: np.ones((1 + i % 4, INPUT_WIDTH), np.float32)})
+    assert meter.flush()
+
+
+def committed_oracle(buffer_path: Path) -> dict[int, tuple]:
+    """What the device buffer holds right now: seq -> (model, duration, cpu, batch)."""
+    conn = sqlite3.connect(buffer_path)
+    try:
+        return {
+            row[0]: row[1:]
+            for row in conn.execute("SELECT seq, model, duration_ns, cpu_time_ns, batch_size FROM records")
+        }
+    finally:
+        conn.close()
+
+
+def test_every_record_arrives_exactly_once_with_its_cost(deployment, session):
+    deployment.start_collector()
+    with Meter(buffer=deployment.buffer_path, tags={"project": "search"}) as meter:
+        run_model(meter, session, 400)
+        oracle = committed_oracle(deployment.buffer_path)  # before the agent ships anything
+        deployment.start_agent()
+        assert deployment.wait_for(400) == 400, deployment.logs()
+
+    rows = deployment.stored_rows()
+    assert [(seq, model, dur, cpu, batch) for _, seq, model, dur, cpu, batch, _ in rows] == [
+        (seq, *oracle[seq]) for seq in sorted(oracle)
+    ]
+    assert len({stream for stream, *_ in rows}) == 1
+
+    report = deployment.costs("model,device,tag:project,tag:user")
+    (group,) = report["groups"]
+    assert group["key"] == ["tiny-mlp", "edge-1", "search", "alice"]
+    assert group["inferences"] == 400
+    # The default price book: a 1200 USD box over 4 years plus 120 USD a year of upkeep,
+    # shared by CPU time over the device's cores.
+    rate = (Decimal(1200) / (4 * 365 * 86400) + Decimal(120) / (365 * 86400))
+    cores = json.loads(urllib.request.urlopen(f"http://{deployment.http_address}/api/v1/devices").read())
+    cores = next(d for d in cores["devices"] if d["name"] == "edge-1")["cpu_cores"]
+    expected_pico = sum(
+        (rate * cpu / 10**9 / cores * 10**12).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+        for _, _, cpu, _ in oracle.values()
+    )
+    assert Decimal(report["total_cost"]) == Decimal(int(expected_pico)) / 10**12
+    assert sum(cost for *_, cost in rows) == expected_pico
+
+
+def test_restarts_and_crashes_of_both_sides_lose_and_duplicate_nothing(deployment, session):
+    deployment.start_collector()
+    deployment.start_agent()
+    made = 0
+    with Meter(buffer=deployment.buffer_path) as meter:
+        for round_ in range(6):
+            run_model(meter, session, 150, user=f"u{round_}")
+            made += 150
+            if round_ % 2 == 0:
+                processes.kill(deployment.agent)  # kill -9 mid-stream
+                deployment.start_agent()
+            else:
+                processes.kill(deployment.collector.process)
+                time.sleep(0.3)  # the agent now fails to push and backs off
+                deployment.start_collector()
+        assert deployment.wait_for(made) == made, deployment.logs()
+    time.sleep(0.5)  # any late duplicate push would land now
+    rows = deployment.stored_rows()
+    assert len(rows) == made
+    assert [seq for _, seq, *_ in rows] == list(range(1, made + 1))
+    assert deployment.costs()["total_inferences"] == made
+
+
+def test_records_made_while_the_collector_is_down_arrive_later(deployment, session):
+    deployment.start_agent()  # no collector yet: the agent keeps retrying
+    with Meter(buffer=deployment.buffer_path) as meter:
+        run_model(meter, session, 200)
+    time.sleep(0.5)
+    assert len(committed_oracle(deployment.buffer_path)) == 200
+    deployment.start_collector()
+    assert deployment.wait_for(200) == 200, deployment.logs()
+    assert committed_oracle(deployment.buffer_path) == {}  # acked, then deleted on the device
+
+
+def test_a_wrong_token_keeps_everything_on_the_device(deployment, session):
+    (deployment.workdir / "device.token").write_text("imd_" + "x" * 43)
+    deployment.start_collector()
+    deployment.start_agent()
+    with Meter(buffer=deployment.buffer_path) as meter:
+        run_model(meter, session, 50)
+    time.sleep(1.0)
+    assert deployment.costs()["total_records"] == 0
+    assert len(committed_oracle(deployment.buffer_path)) == 50
+    assert "check the device token" in (deployment.workdir / "agent.log").read_text()
+    # The operator fixes the token file: the daemon picks it up without a restart.
+    (deployment.workdir / "device.token").write_text(deployment.device.token)
+    assert deployment.wait_for(50) == 50, deployment.logs()
