@@ -30,8 +30,13 @@ class AdminServicer:
                 profile=row.profile,
                 site=row.site,
                 created_unix_ns=row.created_unix_ns,
-                last_seen_unix_ns=row.last_seen_unix_ns or 0,
+                last_seen_unix_ns=row.last_seen_unix_ns,
                 revoked=row.revoked,
+                hostname=row.hostname,
+                cpu_cores=row.cpu_cores,
+                platform=row.platform,
+                agent_version=row.agent_version,
+                records=row.records,
             )
             for row in rows
         ])
@@ -60,7 +65,7 @@ def costs_to_proto(report: dict) -> admin_pb2.GetCostsResponse:
                 inferences=group["inferences"],
                 records=group["records"],
                 cost=group["cost"],
-                hardware_cost=group["compute_cost"],
+                compute_cost=group["compute_cost"],
                 energy_cost=group["energy_cost"],
                 energy_uj=group["energy_uj"],
                 duration_ns=group["duration_ns"],
@@ -70,4 +75,5 @@ def costs_to_proto(report: dict) -> admin_pb2.GetCostsResponse:
         ],
         total_cost=report["total_cost"],
         total_inferences=report["total_inferences"],
+        total_records=report["total_records"],
     )

@@ -44,7 +44,9 @@ def test_list_devices(admin, pushed):
     edge1 = devices["edge-1"]
     assert (edge1.device_id, edge1.profile, edge1.site, edge1.revoked) == (pushed.device_id, "jetson-orin", "lab", False)
     assert edge1.created_unix_ns > 0 and edge1.last_seen_unix_ns >= edge1.created_unix_ns
-    assert devices["edge-2"].last_seen_unix_ns == 0  # never pushed
+    assert (edge1.records, edge1.hostname, edge1.cpu_cores) == (3, "edge-1", 4)
+    assert edge1.platform and edge1.agent_version
+    assert (devices["edge-2"].last_seen_unix_ns, devices["edge-2"].records) == (0, 0)  # never pushed
 
 
 def test_get_costs_says_what_the_http_api_says(admin, pushed, servers):
@@ -53,11 +55,11 @@ def test_get_costs_says_what_the_http_api_says(admin, pushed, servers):
         http = json.load(response)
 
     assert list(reply.group_by) == http["group_by"] == ["model", "tag:project"]
-    assert (reply.currency, reply.total_cost, reply.total_inferences) == (
-        http["currency"], http["total_cost"], http["total_inferences"]
+    assert (reply.currency, reply.total_cost, reply.total_inferences, reply.total_records) == (
+        http["currency"], http["total_cost"], http["total_inferences"], http["total_records"]
     )
     assert [
-        [list(g.key), g.inferences, g.records, g.cost, g.hardware_cost, g.energy_cost, g.energy_uj, g.duration_ns, g.cpu_time_ns]
+        [list(g.key), g.inferences, g.records, g.cost, g.compute_cost, g.energy_cost, g.energy_uj, g.duration_ns, g.cpu_time_ns]
         for g in reply.groups
     ] == [
         [g["key"], g["inferences"], g["records"], g["cost"], g["compute_cost"], g["energy_cost"], g["energy_uj"],

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Device(_message.Message):
-    __slots__ = ("device_id", "name", "profile", "site", "created_unix_ns", "last_seen_unix_ns", "revoked")
+    __slots__ = ("device_id", "name", "profile", "site", "created_unix_ns", "last_seen_unix_ns", "revoked", "hostname", "cpu_cores", "platform", "agent_version", "records")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,11 @@ class Device(_message.Message):
     CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     name: str
     profile: str
@@ -22,7 +27,12 @@ class Device(_message.Message):
     created_unix_ns: int
     last_seen_unix_ns: int
     revoked: bool
-    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., last_seen_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    hostname: str
+    cpu_cores: int
+    platform: str
+    agent_version: str
+    records: int
+    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., last_seen_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., platform: _Optional[str] = ..., agent_version: _Optional[str] = ..., records: _Optional[int] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ()
@@ -45,12 +55,12 @@ class GetCostsRequest(_message.Message):
     def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ...) -> None: ...
 
 class CostGroup(_message.Message):
-    __slots__ = ("key", "inferences", "records", "cost", "hardware_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns")
+    __slots__ = ("key", "inferences", "records", "cost", "compute_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INFERENCES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
-    HARDWARE_COST_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_COST_FIELD_NUMBER: _ClassVar[int]
     ENERGY_COST_FIELD_NUMBER: _ClassVar[int]
     ENERGY_UJ_FIELD_NUMBER: _ClassVar[int]
     DURATION_NS_FIELD_NUMBER: _ClassVar[int]
@@ -59,23 +69,25 @@ class CostGroup(_message.Message):
     inferences: int
     records: int
     cost: str
-    hardware_cost: str
+    compute_cost: str
     energy_cost: str
     energy_uj: int
     duration_ns: int
     cpu_time_ns: int
-    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., hardware_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ...) -> None: ...
+    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ...) -> None: ...
 
 class GetCostsResponse(_message.Message):
-    __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences")
+    __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences", "total_records")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
     TOTAL_INFERENCES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RECORDS_FIELD_NUMBER: _ClassVar[int]
     group_by: _containers.RepeatedScalarFieldContainer[str]
     currency: str
     groups: _containers.RepeatedCompositeFieldContainer[CostGroup]
     total_cost: str
     total_inferences: int
-    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ...) -> None: ...
+    total_records: int
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ..., total_records: _Optional[int] = ...) -> None: ...

@@ -34,20 +34,20 @@ class PushRequest(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[_usage_pb2.UsageRecord, _Mapping]]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ...) -> None: ...
 
 class BudgetState(_message.Message):
-    __slots__ = ("budget_id", "scope", "action", "state", "currency", "lease_remaining_micros")
+    __slots__ = ("budget_id", "scope", "action", "state", "currency", "lease_remaining_pico")
     BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
-    LEASE_REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REMAINING_PICO_FIELD_NUMBER: _ClassVar[int]
     budget_id: str
     scope: str
     action: str
     state: str
     currency: str
-    lease_remaining_micros: int
-    def __init__(self, budget_id: _Optional[str] = ..., scope: _Optional[str] = ..., action: _Optional[str] = ..., state: _Optional[str] = ..., currency: _Optional[str] = ..., lease_remaining_micros: _Optional[int] = ...) -> None: ...
+    lease_remaining_pico: int
+    def __init__(self, budget_id: _Optional[str] = ..., scope: _Optional[str] = ..., action: _Optional[str] = ..., state: _Optional[str] = ..., currency: _Optional[str] = ..., lease_remaining_pico: _Optional[int] = ...) -> None: ...
 
 class PriceHint(_message.Message):
     __slots__ = ("model", "runtime", "currency", "cost_per_inference_pico")
