@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
+from agent.sqlite_wal import enable_wal
 
 logger = logging.getLogger(__name__)
 
@@ -132,20 +133,29 @@ _KINDS = {kind.value: kind for kind in Kind}
 _STATUSES = {status.value: status for status in Status}
 
 
-def _record_from_row(row: Sequence) -> UsageRecord:
+def _records_from_rows(rows: Iterable[Sequence]) -> list[UsageRecord]:
+    """Records of buffer rows. Records with the same tags share one decoded dict (records never
+    change their tags), so a batch decodes each distinct tag set once."""
+    tags_cache: dict[str, dict[str, str]] = {}
+    records = []
+    for row in rows:
+        tags = tags_cache.get(row[16])
+        if tags is None:
+            tags = tags_cache[row[16]] = json.loads(row[16])
+        records.append(_record_from_row(row, tags))
+    return records
+
+
+def _record_from_row(row: Sequence, tags: dict[str, str]) -> UsageRecord:
     (seq, kind, model, model_version, runtime, provider, batch_size, input_bytes, output_bytes,
      input_tokens, output_tokens, start_unix_ns, duration_ns, cpu_time_ns, status, error_type,
-     tags, pid, count, gpu_time_ns, energy, memory) = row
-    return UsageRecord(
-        seq=seq, kind=_KINDS.get(kind, kind), model=model, model_version=model_version,
-        runtime=runtime, execution_provider=provider, batch_size=batch_size,
-        input_bytes=input_bytes, output_bytes=output_bytes, input_tokens=input_tokens,
-        output_tokens=output_tokens, start_unix_ns=start_unix_ns, duration_ns=duration_ns,
-        cpu_time_ns=cpu_time_ns, status=_STATUSES.get(status, status), error_type=error_type,
-        tags=json.loads(tags) if tags != "{}" else {}, pid=pid, count=count,
-        gpu_time_ns=gpu_time_ns,
-        energy=tuple(EnergyShare(*share) for share in json.loads(energy)) if energy else (),
-        memory=Memory(*json.loads(memory)) if memory else None,
+     _, pid, count, gpu_time_ns, energy, memory) = row
+    return UsageRecord(  # positional, in declaration order: the shipper reads every record
+        seq, _KINDS.get(kind, kind), model, start_unix_ns, duration_ns, model_version, runtime,
+        provider, batch_size, input_bytes, output_bytes, input_tokens, output_tokens,
+        cpu_time_ns, _STATUSES.get(status, status), error_type, tags, pid, count, gpu_time_ns,
+        tuple(EnergyShare(*share) for share in json.loads(energy)) if energy else (),
+        Memory(*json.loads(memory)) if memory else None,
     )
 
 
@@ -155,7 +165,6 @@ def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
         path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
     )
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
 
@@ -203,14 +212,21 @@ class Buffer:
         self.stream_id = stream_id
 
     @classmethod
-    def open(cls, path: str | Path, *, busy_timeout_ms: int = 10_000) -> Buffer:
-        """Open (creating and migrating if needed) the buffer at path."""
+    def open(cls, path: str | Path, *, create: bool = True, busy_timeout_ms: int = 10_000) -> Buffer:
+        """Open (creating and migrating if needed) the buffer at path. create=False, for those
+        who only look: BufferError when there is no buffer there (no file, or an empty one),
+        and nothing is created."""
         path = Path(path)
+        if not create and (not path.is_file() or path.stat().st_size == 0):
+            raise BufferError(f"no buffer at {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = _connect(path, busy_timeout_ms)
             try:
                 _migrate(conn, path)
+                # Only once the file is known to be a buffer: WAL is a lasting change to the
+                # file, and an SQLite file that is not ours must be left as it was.
+                enable_wal(conn)
                 stream_id = conn.execute(
                     "SELECT value FROM meta WHERE key = 'stream_id'"
                 ).fetchone()[0]
@@ -237,7 +253,7 @@ class Buffer:
             f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
-        return [_record_from_row(row) for row in cursor]
+        return _records_from_rows(cursor)
 
     def delete_through(self, seq: int) -> int:
         """Delete every record with seq <= seq (the collector acknowledged them)."""
@@ -261,7 +277,8 @@ class Buffer:
             f"SELECT {', '.join(_RECORD_COLUMNS)}, reason FROM rejected ORDER BY seq LIMIT ?",
             (limit,),
         )
-        return [(_record_from_row(row[:-1]), row[-1]) for row in cursor]
+        rows = cursor.fetchall()
+        return list(zip(_records_from_rows(row[:-1] for row in rows), (row[-1] for row in rows)))
 
     def stats(self) -> BufferStats:
         count, first, last = self._conn.execute(

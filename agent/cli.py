@@ -64,10 +64,7 @@ def _iso(unix_ns: int) -> str:
 
 
 def _agent_records(args: argparse.Namespace) -> int:
-    if not args.buffer.is_file():
-        print(f"infermeter: no buffer at {args.buffer}", file=sys.stderr)
-        return 1
-    with Buffer.open(args.buffer) as buffer:
+    with Buffer.open(args.buffer, create=False) as buffer:
         stats = buffer.stats()
         if args.rejected:
             rows = buffer.rejected(limit=args.limit)
@@ -83,10 +80,10 @@ def _agent_records(args: argparse.Namespace) -> int:
         json.dump({"buffer": dataclasses.asdict(stats), "records": items}, sys.stdout, indent=2)
         print()
         return 0
+    seqs = f" (seq {stats.first_seq}..{stats.last_seq})" if stats.records else ""
     print(
-        f"buffer {stats.path}: stream {stats.stream_id}, {stats.records} records waiting"
-        f" (seq {stats.first_seq}..{stats.last_seq}), {stats.rejected} set aside,"
-        f" {stats.file_bytes / 1e6:.1f} MB"
+        f"buffer {stats.path}: stream {stats.stream_id}, {stats.records} records waiting{seqs},"
+        f" {stats.rejected} set aside, {stats.file_bytes / 1e6:.1f} MB"
     )
     if not records:
         return 0

@@ -1,4 +1,5 @@
-"""The three clocks a metered call reads, behind one small protocol so tests can fix them."""
+"""The clocks of metering, behind one small protocol so tests can fix them: a metered call reads
+the monotonic and thread CPU clocks, the flusher the wall clock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Protocol
 
 class Clock(Protocol):
     def time_ns(self) -> int:
-        """Wall clock, Unix epoch: when the call started."""
+        """Wall clock, Unix epoch: read by the flusher, to map monotonic starts to wall time."""
 
     def perf_counter_ns(self) -> int:
         """Monotonic clock: how long the call took."""

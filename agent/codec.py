@@ -5,6 +5,8 @@ Protobuf types stop here: everything else works on agent.record dataclasses.
 
 from __future__ import annotations
 
+import operator
+
 from infermeter.v1 import usage_pb2
 
 from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
@@ -58,38 +60,37 @@ def record_to_proto(record: UsageRecord) -> usage_pb2.UsageRecord:
     return message
 
 
+# The scalar fields of a UsageRecord message, in UsageRecord's declaration order.
+_scalars_of = operator.attrgetter(
+    "seq", "kind", "model", "start_unix_ns", "duration_ns", "model_version", "runtime",
+    "execution_provider", "batch_size", "input_bytes", "output_bytes", "input_tokens",
+    "output_tokens", "cpu_time_ns", "status", "error_type",
+)
+
+
 def record_from_proto(message: usage_pb2.UsageRecord) -> UsageRecord:
-    """Decode without validating: call agent.record.validate on the result."""
-    memory = None
-    if message.HasField("memory"):
-        m = message.memory
-        memory = Memory(m.peak_rss_bytes, m.peak_gpu_memory_bytes, m.model_resident_bytes)
+    """Decode without validating: call agent.record.validate on the result. The collector
+    decodes every record it receives here: one attrgetter for the scalars, positional
+    construction."""
+    (seq, kind, model, start_unix_ns, duration_ns, model_version, runtime, provider, batch_size,
+     input_bytes, output_bytes, input_tokens, output_tokens, cpu_time_ns, status,
+     error_type) = _scalars_of(message)
+    tags = message.tags
+    energy = message.energy
     return UsageRecord(
-        seq=message.seq,
-        kind=_KINDS.get(message.kind, message.kind),
-        model=message.model,
-        model_version=message.model_version,
-        runtime=message.runtime,
-        execution_provider=message.execution_provider,
-        batch_size=message.batch_size,
-        input_bytes=message.input_bytes,
-        output_bytes=message.output_bytes,
-        input_tokens=message.input_tokens,
-        output_tokens=message.output_tokens,
-        start_unix_ns=message.start_unix_ns,
-        duration_ns=message.duration_ns,
-        cpu_time_ns=message.cpu_time_ns,
-        status=_STATUSES.get(message.status, message.status),
-        error_type=message.error_type,
-        tags=dict(message.tags) if message.tags else {},
-        pid=message.pid,
-        count=message.count,
-        gpu_time_ns=message.gpu_time_ns,
-        energy=tuple(
+        seq, _KINDS.get(kind, kind), model, start_unix_ns, duration_ns, model_version, runtime,
+        provider, batch_size, input_bytes, output_bytes, input_tokens, output_tokens,
+        cpu_time_ns, _STATUSES.get(status, status), error_type,
+        # Not dict(tags): that goes through the Mapping mixin's Python-level keys view.
+        {key: tags[key] for key in tags} if tags else {},
+        message.pid, message.count, message.gpu_time_ns,
+        tuple(
             EnergyShare(e.domain, e.energy_uj, e.sensor, e.method, e.interval_ns, e.error_uj)
-            for e in message.energy
-        )
-        if message.energy
-        else (),
-        memory=memory,
+            for e in energy
+        ) if energy else (),
+        _memory_from_proto(message.memory) if message.HasField("memory") else None,
     )
+
+
+def _memory_from_proto(message: usage_pb2.Memory) -> Memory:
+    return Memory(message.peak_rss_bytes, message.peak_gpu_memory_bytes, message.model_resident_bytes)

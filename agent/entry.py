@@ -2,12 +2,17 @@
 
 The caller's thread builds only a flat tuple, an *entry*, that points at a StaticFields made
 once per wrapped session (or per span). Everything slower — merging per-call tags, JSON, the
-pid — happens on the flusher thread in rows_from_entries.
+pid, the wall-clock start — happens on the flusher thread in rows_from_entries.
+
+The call reads only the monotonic clock; its start becomes Unix time on the flusher, as
+start_ns + (wall - monotonic) read once per round. A record is written within a round of its
+call, so the mapping is exact to the clocks' drift over that time, and a wall-clock step moves
+the records of the round with it rather than tearing them apart.
 
 Entry layout (index: field):
     0 static          StaticFields
     1 call_tags       dict[str, str] | None   per-call tags, validated by the flusher
-    2 start_unix_ns   3 duration_ns   4 cpu_time_ns
+    2 start_ns (monotonic clock)      3 duration_ns   4 cpu_time_ns
     5 batch_size      6 input_bytes   7 output_bytes
     8 input_tokens    9 output_tokens
     10 status (int)   11 error_type
@@ -96,13 +101,14 @@ def _tags_json(static: StaticFields, call_tags: object) -> str:
 
 
 def rows_from_entries(
-    entries: Iterable[Entry], pid: int, on_bad_tags: Callable[[Exception], None]
+    entries: Iterable[Entry], pid: int, unix_offset_ns: int, on_bad_tags: Callable[[Exception], None]
 ) -> list[tuple]:
-    """Buffer rows (agent.buffer.APPEND_COLUMNS order) for entries. A record whose per-call
-    tags are invalid keeps its static tags: its cost still counts, on_bad_tags reports it."""
+    """Buffer rows (agent.buffer.APPEND_COLUMNS order) for entries; unix_offset_ns is wall
+    minus monotonic time. A record whose per-call tags are invalid keeps its static tags: its
+    cost still counts, on_bad_tags reports it."""
     rows = []
     for entry in entries:
-        (static, call_tags, start_unix_ns, duration_ns, cpu_time_ns, batch_size, input_bytes,
+        (static, call_tags, start_ns, duration_ns, cpu_time_ns, batch_size, input_bytes,
          output_bytes, input_tokens, output_tokens, status, error_type) = entry
         tags_json = static.tags_json
         if call_tags is not None:
@@ -113,7 +119,7 @@ def rows_from_entries(
         rows.append((
             static.kind, static.model, static.model_version, static.runtime,
             static.execution_provider, batch_size, input_bytes, output_bytes, input_tokens,
-            output_tokens, start_unix_ns, duration_ns, cpu_time_ns, status, error_type,
+            output_tokens, start_ns + unix_offset_ns, duration_ns, cpu_time_ns, status, error_type,
             tags_json, pid, 1, 0, None, None,
         ))
     return rows

@@ -1,9 +1,11 @@
-"""Where records go: an exporter sends one batch and says what became of it.
+"""Where records go: an exporter sends a batch and says what became of it.
 
-The shipper decides *when* and *what* to send; an exporter only decides *where*. Its one
-method returns an ExportOutcome, never raises for a delivery failure, and carries the retry
-policy as data: which gRPC status means "try again later", "the credentials are wrong" or
-"these records are invalid".
+The shipper decides *when* and *what* to send; an exporter only decides *where*. It works in
+two steps, so that the shipper can encode the next batch while the collector stores this one:
+prepare() encodes a batch (no I/O), send() starts delivering a prepared batch and returns at
+once; the pending export's result() waits for the ExportOutcome. Delivery failures are
+outcomes, never exceptions, and the retry policy is data: which gRPC status means "try again
+later", "the credentials are wrong" or "these records are invalid".
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from importlib import metadata
 from typing import Protocol
 
 import grpc
-from infermeter.v1 import ingest_pb2, ingest_pb2_grpc
+from infermeter.v1 import ingest_pb2
 
 from agent.codec import record_to_proto
 from agent.record import UsageRecord
@@ -49,10 +51,35 @@ class ExportOutcome:
     message: str = ""
 
 
+class PendingExport(Protocol):
+    def result(self) -> ExportOutcome:
+        """Wait for the collector's answer."""
+
+
 class Exporter(Protocol):
-    def export(self, stream_id: str, records: Sequence[UsageRecord]) -> ExportOutcome: ...
+    def prepare(self, stream_id: str, records: Sequence[UsageRecord]) -> object:
+        """Encode a non-empty batch for send(); no I/O."""
+
+    def send(self, prepared: object) -> PendingExport:
+        """Start delivering a prepared batch; do not wait for the answer."""
 
 
+@dataclass(frozen=True, slots=True)
+class DoneExport:
+    """A pending export whose outcome is already known."""
+
+    outcome: ExportOutcome
+
+    def result(self) -> ExportOutcome:
+        return self.outcome
+
+
+def export(exporter: Exporter, stream_id: str, records: Sequence[UsageRecord]) -> ExportOutcome:
+    """Deliver one batch and wait for the outcome."""
+    return exporter.send(exporter.prepare(stream_id, records)).result()
+
+
+PUSH_METHOD = "/infermeter.v1.Ingest/Push"
 _RESULT_BY_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: ExportResult.REJECTED,
     grpc.StatusCode.UNAUTHENTICATED: ExportResult.AUTH_FAILED,
@@ -80,7 +107,8 @@ class DeviceInfo:
 
 
 class GrpcExporter:
-    """Pushes batches to a collector's infermeter.v1.Ingest service."""
+    """Pushes batches to a collector's infermeter.v1.Ingest service. A prepared batch is the
+    serialized PushRequest, so encoding happens in prepare(), off the round trip."""
 
     def __init__(
         self,
@@ -90,7 +118,11 @@ class GrpcExporter:
         device: DeviceInfo,
         timeout_s: float = 10.0,
     ) -> None:
-        self._stub = ingest_pb2_grpc.IngestStub(channel)
+        # No request serializer: send() hands over the bytes prepare() made.
+        self._push = channel.unary_unary(
+            PUSH_METHOD, request_serializer=None,
+            response_deserializer=ingest_pb2.PushResponse.FromString,
+        )
         self._token = token
         self._timeout_s = timeout_s
         self._device = ingest_pb2.DeviceInfo(
@@ -100,30 +132,41 @@ class GrpcExporter:
             agent_version=device.agent_version,
         )
 
-    def export(self, stream_id: str, records: Sequence[UsageRecord]) -> ExportOutcome:
-        request = ingest_pb2.PushRequest(
+    def prepare(self, stream_id: str, records: Sequence[UsageRecord]) -> bytes:
+        return ingest_pb2.PushRequest(
             stream_id=stream_id,
             first_seq=records[0].seq,
             last_seq=records[-1].seq,
             records=[record_to_proto(record) for record in records],
             device=self._device,
-        )
+        ).SerializeToString()
+
+    def send(self, prepared: bytes) -> PendingExport:
         try:
             token = self._token()
         except Exception as err:  # an unreadable token file is an auth problem, not a crash
-            return ExportOutcome(ExportResult.AUTH_FAILED, message=str(err))
+            return DoneExport(ExportOutcome(ExportResult.AUTH_FAILED, message=str(err)))
+        future = self._push.future(
+            prepared, timeout=self._timeout_s, metadata=(("authorization", f"Bearer {token}"),)
+        )
+        return _PendingPush(future)
+
+    def export(self, stream_id: str, records: Sequence[UsageRecord]) -> ExportOutcome:
+        return export(self, stream_id, records)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingPush:
+    future: grpc.Future
+
+    def result(self) -> ExportOutcome:
         try:
-            reply = self._stub.Push(
-                request,
-                timeout=self._timeout_s,
-                metadata=(("authorization", f"Bearer {token}"),),
-            )
+            reply = self.future.result()
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
             details = err.details() if hasattr(err, "details") else str(err)
             return ExportOutcome(
-                _RESULT_BY_STATUS.get(code, ExportResult.RETRY),
-                message=f"{code.name}: {details}",
+                _RESULT_BY_STATUS.get(code, ExportResult.RETRY), message=f"{code.name}: {details}"
             )
         return ExportOutcome(
             ExportResult.SUCCESS,
@@ -137,11 +180,17 @@ class GrpcExporter:
 class InMemoryExporter:
     """An exporter that keeps what it receives, for tests and examples. `script` lists the
     outcomes of the next calls (SUCCESS acks the whole batch); when it is empty, every call
-    succeeds."""
+    succeeds. Subclasses change what it answers by overriding export()."""
 
     received: list[UsageRecord] = field(default_factory=list)
     script: list[ExportResult] = field(default_factory=list)
     calls: int = 0
+
+    def prepare(self, stream_id: str, records: Sequence[UsageRecord]) -> tuple[str, list[UsageRecord]]:
+        return stream_id, list(records)
+
+    def send(self, prepared: tuple[str, list[UsageRecord]]) -> PendingExport:
+        return DoneExport(self.export(*prepared))
 
     def export(self, stream_id: str, records: Sequence[UsageRecord]) -> ExportOutcome:
         self.calls += 1

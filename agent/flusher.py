@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -29,6 +30,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from agent.buffer import Buffer
+from agent.clock import Clock, SystemClock
 from agent.entry import Entry, rows_from_entries
 from agent.health import Health
 
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 # At interpreter exit, how long close() may wait for the last write: short scripts keep their
 # records, and a wedged buffer cannot hang the exit for long.
 AT_EXIT_TIMEOUT_S = 2.0
+# How long a fork waits for a write in flight; past it (a wedged disk) the fork goes on.
+FORK_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class Flusher:
         interval_s: float = 0.05,
         start_thread: bool = True,
         buffer_label: str = "the buffer",
+        clock: Clock | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
@@ -72,6 +77,7 @@ class Flusher:
         self._interval_s = interval_s
         self._start_thread = start_thread
         self._buffer_label = buffer_label
+        self._clock = clock if clock is not None else SystemClock()
         self._closed = False
         self._at_exit: Callable[[], None] | None = None
         self._inherited_buffers: list[Buffer] = []
@@ -81,6 +87,7 @@ class Flusher:
         self._gate_lock = threading.Lock()  # admit() and close()
         self._write_lock = threading.Lock()  # one round at a time: thread, flush(), close()
         self._stop = threading.Event()
+        self._held_for_fork = False  # the write lock, taken by a fork's `before` hook
         self._thread: threading.Thread | None = None
         self._started = False
         self._pid = 0
@@ -152,6 +159,13 @@ class Flusher:
 
     def stats(self) -> MeterStats:
         queued = len(self.queue)
+        if self._closed:
+            # A call that passed the accept check just before close() may append after close
+            # has written what was queued: nothing will write it now.
+            return MeterStats(
+                recorded=self._drained, written=self._written,
+                dropped=self.health.dropped + queued, errors=self.health.errors, pending=0,
+            )
         return MeterStats(
             recorded=self._drained + queued, written=self._written,
             dropped=self.health.dropped, errors=self.health.errors,
@@ -161,6 +175,7 @@ class Flusher:
     def _start(self) -> None:
         self._pid = os.getpid()
         self._register_process_hooks()
+        _close_when_multiprocessing_worker_ends(self)
         if self._start_thread:
             self._thread = threading.Thread(
                 target=self._loop, name="infermeter-flusher", daemon=True
@@ -199,7 +214,11 @@ class Flusher:
         queue = self.queue
         entries = [queue.popleft() for _ in range(len(queue))]
         self._drained += len(entries)
-        return rows_from_entries(entries, self._pid, self._bad_call_tags)
+        if not entries:
+            return []
+        perf_ns = self._clock.perf_counter_ns()
+        unix_offset_ns = self._clock.time_ns() - perf_ns
+        return rows_from_entries(entries, self._pid, unix_offset_ns, self._bad_call_tags)
 
     def _bad_call_tags(self, err: Exception) -> None:
         self.health.error("per-call tags (the record keeps its session tags)", err)
@@ -243,7 +262,14 @@ class Flusher:
         self._at_exit = functools.partial(_close_at_exit, ref)
         atexit.register(self._at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=functools.partial(_reset_in_child, ref))
+            # A fork waits for a write in flight (as logging does for its handlers' locks): a
+            # child forked mid-transaction would inherit SQLite's lock state of a write it
+            # can never finish, and wait on it at every write of its own.
+            os.register_at_fork(
+                before=functools.partial(_hold_writes_for_fork, ref),
+                after_in_parent=functools.partial(_release_writes_after_fork, ref),
+                after_in_child=functools.partial(_reset_in_child, ref),
+            )
 
     def _after_fork_in_child(self) -> None:
         # The queue and held rows are the parent's: the parent writes them. Locks may have been
@@ -253,6 +279,7 @@ class Flusher:
         # the child's first record opens its own.
         if self._buffer is not None:
             self._inherited_buffers.append(self._buffer)
+        self.accept_limit = 0  # the child's first record starts the child's own flusher
         self.queue.clear()
         self.health = Health()
         self._reset_process_state()
@@ -266,6 +293,30 @@ def _close_at_exit(ref: weakref.ref[Flusher]) -> None:
     flusher = ref()
     if flusher is not None:
         flusher.close(timeout_s=AT_EXIT_TIMEOUT_S)
+
+
+def _close_when_multiprocessing_worker_ends(flusher: Flusher) -> None:
+    """A process started by multiprocessing ends with os._exit, which skips atexit: its own
+    finalizers are what runs last, so the flusher closes there too."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None or multiprocessing.parent_process() is None:
+        return
+    from multiprocessing import util
+
+    util.Finalize(flusher, _close_at_exit, args=(weakref.ref(flusher),), exitpriority=10)
+
+
+def _hold_writes_for_fork(ref: weakref.ref[Flusher]) -> None:
+    flusher = ref()
+    if flusher is not None:
+        flusher._held_for_fork = flusher._write_lock.acquire(timeout=FORK_WAIT_S)
+
+
+def _release_writes_after_fork(ref: weakref.ref[Flusher]) -> None:
+    flusher = ref()
+    if flusher is not None and flusher._held_for_fork:
+        flusher._held_for_fork = False
+        flusher._write_lock.release()
 
 
 def _reset_in_child(ref: weakref.ref[Flusher]) -> None:

@@ -57,12 +57,12 @@ class Meter:
         start_thread=False leaves writing to flush()/flusher.run_once() (tests)."""
         self.buffer_path = Path(buffer) if buffer is not None else AgentConfig().buffer_path
         self.tags = merge_tags(check_tags(tags, "Meter"))
+        self._clock = clock if clock is not None else SystemClock()
         self.flusher = Flusher(
             functools.partial(Buffer.open, self.buffer_path),
             max_queue=max_queue, interval_s=flush_interval_s, start_thread=start_thread,
-            buffer_label=str(self.buffer_path),
+            buffer_label=str(self.buffer_path), clock=self._clock,
         )
-        self._clock = clock if clock is not None else SystemClock()
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, **knobs: Any) -> Meter:

@@ -5,8 +5,9 @@ returns and raise what it raises (the very exception object, once the record is 
 other attribute is the wrapped session's, and isinstance(s, onnxruntime.InferenceSession) holds.
 run_async() and run_with_ortvaluevector() pass through unmetered.
 
-Per call, on the caller's thread: five clock reads, the sizes of the inputs and outputs, one
-tuple, one deque append. Everything known at wrap time (model, version, provider, encoded
+Per call, on the caller's thread: four clock reads (monotonic and thread CPU time, before and
+after; the flusher maps the monotonic start to wall time), the sizes of the inputs and outputs,
+one tuple, one deque append. Everything known at wrap time (model, version, provider, encoded
 tags) is in a StaticFields the tuple points at.
 
 Nothing here imports onnxruntime: sizes are read by duck typing (numpy arrays have .nbytes,
@@ -100,7 +101,7 @@ def _first_dim(value: Any) -> int:
 def io_sizes(feed: Any, outputs: Any) -> tuple[int, int, int]:
     """(batch_size, input_bytes, output_bytes): the first dimension of the first input, and the
     bytes of all inputs and outputs. What is not an array counts 0 (judging the feed is the
-    wrapped session's job). One flat loop with numpy inline: this runs on every call."""
+    wrapped session's job). The general path, for what the inline numpy case cannot take."""
     batch_size = input_bytes = output_bytes = 0
     try:
         first = True
@@ -131,88 +132,90 @@ def _snapshot(tags: Any) -> Any:
         return tags
 
 
-class _MeteredMethod:
-    """One metered method of one session. Kept apart from MeteredSession, whose __getattr__
-    sends every attribute lookup down CPython's slow generic path, and handed out as a bound
-    method so a call costs one Python frame: on this path every lookup shows in the budget."""
+def metered_call(call: Callable, static: StaticFields, flusher: Flusher, clock: Clock) -> Callable:
+    """`call` (a session's run-like method), metered. A closure rather than a method of a class:
+    free variables are the cheapest lookups CPython has, and handing out the function itself
+    (not a bound method) costs one Python frame per call. On this path every lookup shows in
+    the budget, which is also why Flusher.submit and the common case of io_sizes are inlined."""
+    queue = flusher.queue  # cleared in place, never replaced: safe to hold
+    perf_counter_ns = clock.perf_counter_ns
+    thread_time_ns = clock.thread_time_ns
 
-    __slots__ = ("_call", "_static", "_flusher", "_queue", "_time_ns", "_perf_counter_ns", "_thread_time_ns")
-
-    def __init__(self, call: Callable, static: StaticFields, flusher: Flusher, clock: Clock) -> None:
-        self._call = call
-        self._static = static
-        self._flusher = flusher
-        self._queue = flusher.queue  # cleared in place, never replaced: safe to hold
-        # Bound once: the hot path calls them without looking anything up on the clock.
-        self._time_ns = clock.time_ns
-        self._perf_counter_ns = clock.perf_counter_ns
-        self._thread_time_ns = clock.thread_time_ns
-
-    def run(self, output_names, input_feed, run_options=None, *, tags: Mapping[str, str] | None = None):
+    def run(output_names, input_feed, run_options=None, *, tags: Mapping[str, str] | None = None):
         """The wrapped session's method, metered. tags: per-call tags, merged over the
         session's (checked off this thread: a bad one is counted in Meter.stats().errors)."""
-        start_unix_ns = self._time_ns()
-        cpu_start_ns = self._thread_time_ns()
-        start_ns = self._perf_counter_ns()
+        cpu_start_ns = thread_time_ns()
+        start_ns = perf_counter_ns()
         try:
-            outputs = self._call(output_names, input_feed, run_options)
+            outputs = call(output_names, input_feed, run_options)
         except BaseException as err:
-            self._queue_error(err, input_feed, tags, start_unix_ns, start_ns, cpu_start_ns)
+            _queue_error(flusher, static, err, input_feed, tags, start_ns, cpu_start_ns, clock)
             raise
-        duration_ns = self._perf_counter_ns() - start_ns
-        cpu_time_ns = self._thread_time_ns() - cpu_start_ns
+        duration_ns = perf_counter_ns() - start_ns
+        cpu_time_ns = thread_time_ns() - cpu_start_ns
         try:
-            batch_size, input_bytes, output_bytes = io_sizes(input_feed, outputs)
+            try:  # numpy inputs and outputs: the common case, inline
+                input_bytes = output_bytes = 0
+                first = None
+                for value in input_feed.values():
+                    input_bytes += value.nbytes
+                    if first is None:
+                        first = value
+                for value in outputs:
+                    output_bytes += value.nbytes
+                batch_size = first.shape[0]
+            except Exception:  # OrtValues, scalars, an empty feed: the general path
+                batch_size, input_bytes, output_bytes = io_sizes(input_feed, outputs)
             entry = (
-                self._static, None if tags is None else _snapshot(tags), start_unix_ns, duration_ns,
+                static, None if tags is None else _snapshot(tags), start_ns, duration_ns,
                 cpu_time_ns, batch_size, input_bytes, output_bytes, 0, 0, STATUS_OK, "",
             )
-            # Flusher.submit, inlined: a method call is a measurable share of the budget.
-            queue = self._queue
-            if len(queue) < self._flusher.accept_limit:
+            if len(queue) < flusher.accept_limit:
                 queue.append(entry)
             else:
-                self._flusher.admit(entry)
+                flusher.admit(entry)
         except Exception as err:
-            self._flusher.health.error(RUNTIME, err)
+            flusher.health.error(RUNTIME, err)
         return outputs
 
-    def _queue_error(
-        self, err: BaseException, feed, tags, start_unix_ns: int, start_ns: int, cpu_start_ns: int
-    ) -> None:
-        duration_ns = self._perf_counter_ns() - start_ns
-        cpu_time_ns = self._thread_time_ns() - cpu_start_ns
-        try:
-            batch_size, input_bytes, _ = io_sizes(feed, ())
-            self._flusher.submit((
-                self._static, None if tags is None else _snapshot(tags), start_unix_ns, duration_ns,
-                cpu_time_ns, batch_size, input_bytes, 0, 0, 0, STATUS_ERROR, type(err).__name__,
-            ))
-        except Exception as meter_err:  # the model's exception is the one the caller must see
-            self._flusher.health.error(RUNTIME, meter_err)
+    return run
+
+
+def _queue_error(
+    flusher: Flusher, static: StaticFields, err: BaseException, feed, tags, start_ns: int,
+    cpu_start_ns: int, clock: Clock,
+) -> None:
+    duration_ns = clock.perf_counter_ns() - start_ns
+    cpu_time_ns = clock.thread_time_ns() - cpu_start_ns
+    try:
+        batch_size, input_bytes, _ = io_sizes(feed, ())
+        flusher.submit((
+            static, None if tags is None else _snapshot(tags), start_ns, duration_ns,
+            cpu_time_ns, batch_size, input_bytes, 0, 0, 0, STATUS_ERROR, type(err).__name__,
+        ))
+    except Exception as meter_err:  # the model's exception is the one the caller must see
+        flusher.health.error(RUNTIME, meter_err)
 
 
 class MeteredSession:
     """A wrapped onnxruntime.InferenceSession. run and run_with_ort_values take the wrapped
-    methods' arguments plus a keyword-only tags=; they are instance attributes (bound methods
-    of _MeteredMethod) rather than methods, which saves a Python frame per call."""
+    methods' arguments plus a keyword-only tags=; they are instance attributes (closures made
+    by metered_call) rather than methods, which saves a Python frame per call."""
 
     __slots__ = ("_session", "_static", "run", "run_with_ort_values", "_run_with_iobinding")
 
     def __init__(self, session: Any, static: StaticFields, flusher: Flusher, clock: Clock) -> None:
         self._session = session
         self._static = static
-        self.run = _MeteredMethod(session.run, static, flusher, clock).run
-        self.run_with_ort_values = _MeteredMethod(
-            session.run_with_ort_values, static, flusher, clock
-        ).run
+        self.run = metered_call(session.run, static, flusher, clock)
+        self.run_with_ort_values = metered_call(session.run_with_ort_values, static, flusher, clock)
         # Metered through the same path with the binding in the feed's place: not being a
         # mapping, it counts as zero bytes (the binding does not expose its sizes cheaply).
         run_with_iobinding = session.run_with_iobinding
-        self._run_with_iobinding = _MeteredMethod(
+        self._run_with_iobinding = metered_call(
             lambda _names, iobinding, run_options: run_with_iobinding(iobinding, run_options),
             static, flusher, clock,
-        ).run
+        )
 
     @property
     def __class__(self) -> type:  # type: ignore[override]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.buffer import Buffer
-from agent.exporter import Exporter, ExportResult
+from agent.exporter import Exporter, ExportOutcome, ExportResult, export
 from agent.record import UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -82,25 +82,46 @@ class Shipper:
         self.last_success_monotonic: float | None = None
 
     def run_once(self) -> ShipReport:
-        """Ship up to max_batches batches; stop early when the buffer is empty or a batch fails."""
+        """Ship up to max_batches batches; stop early when the buffer is empty or a batch fails.
+
+        One batch is in flight at a time, so acknowledgements come in seq order; while the
+        collector stores it, the next batch is read and encoded (and dropped if this one
+        fails), and it is sent before the acknowledged records are deleted, which keeps both
+        sides busy."""
         report = ShipReport()
-        for _ in range(self._max_batches):
-            limit = self._current_batch_size
-            records = self._buffer.read(limit=limit)
-            if not records:
-                break
-            if not self._ship(records, report):
+        stream_id = self._buffer.stream_id
+        limit = self._current_batch_size
+        records = self._buffer.read(limit=limit)
+        pending = self._exporter.send(self._exporter.prepare(stream_id, records)) if records else None
+        while records:
+            last_batch = report.batches + 1 == self._max_batches
+            # The next batch has the size this one's success would grow the batches to.
+            next_limit = min(self._batch_size, self._current_batch_size * 2)
+            upcoming = [] if last_batch else self._buffer.read(after_seq=records[-1].seq, limit=next_limit)
+            upcoming_prepared = self._exporter.prepare(stream_id, upcoming) if upcoming else None
+            outcome = pending.result()
+            if outcome.result is ExportResult.SUCCESS and upcoming:
+                # On its way before this batch's records are deleted: the collector need not
+                # wait for the device's disk.
+                pending = self._exporter.send(upcoming_prepared)
+            if not self._settle(records, outcome, report):
                 break
             report.batches += 1
-            self._current_batch_size = min(self._batch_size, self._current_batch_size * 2)
-        else:
-            # The last batch was full: more is probably waiting behind it.
-            report.more_pending = len(records) == limit
+            self._current_batch_size = next_limit
+            if last_batch:
+                # The last batch was full: more is probably waiting behind it.
+                report.more_pending = len(records) == limit
+                break
+            records, limit = upcoming, next_limit
         return report
 
     def _ship(self, records: Sequence[UsageRecord], report: ShipReport) -> bool:
-        """Deliver records; False when delivery must be retried later (report.failure says why)."""
-        outcome = self._exporter.export(self._buffer.stream_id, records)
+        """Deliver records and wait; False when delivery must be retried later."""
+        return self._settle(records, export(self._exporter, self._buffer.stream_id, records), report)
+
+    def _settle(self, records: Sequence[UsageRecord], outcome: ExportOutcome, report: ShipReport) -> bool:
+        """Act on the outcome of delivering records; False when delivery must be retried later
+        (report.failure says why)."""
         result = outcome.result
         if result is ExportResult.SUCCESS:
             # Never delete past what this batch contained, whatever the reply says.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 
 import sqlalchemy as sa
 
@@ -37,7 +38,7 @@ def insert_new_rows(
     for first in range(0, len(rows), page_rows):
         page = rows[first:first + page_rows]
         sql = _statement(dialect, table.name, tuple(columns), tuple(key), returning, len(page))
-        parameters = tuple(value for row in page for value in row)
+        parameters = tuple(chain.from_iterable(page))
         inserted += connection.exec_driver_sql(sql, parameters).scalars().all()
     return inserted
 

@@ -22,12 +22,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, exc
 
+from agent.sqlite_wal import enable_wal
+
 logger = logging.getLogger(__name__)
 
+# The busy timeout first, so that the others wait for a lock instead of failing.
 _SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=10000",
+    "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
 )
 _DRIVERS = {
@@ -84,7 +86,8 @@ def create_engine(url: str, *, create: bool = True) -> sa.Engine:
 
 def _sqlite_file_url(url: sa.URL, *, create: bool) -> sa.URL:
     database = url.database or ""
-    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+    # "file::memory:" is SQLite's URI spelling of ":memory:" (with ?uri=true).
+    if database in ("", ":memory:") or database.startswith("file::memory:") or url.query.get("mode") == "memory":
         raise ValueError("an in-memory SQLite database would lose every acked record: give a file, sqlite:///PATH")
     if database.startswith("file:"):
         return url
@@ -104,6 +107,7 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> 
     cursor = dbapi_connection.cursor()
     for pragma in _SQLITE_PRAGMAS:
         cursor.execute(pragma)
+    enable_wal(cursor)
     cursor.close()
 
 

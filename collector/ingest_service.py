@@ -10,14 +10,16 @@ The reply is sent only after the store committed; a server-side failure answers 
 from __future__ import annotations
 
 import asyncio
+import operator
 import re
+from itertools import islice
 from collections.abc import Sequence
 
 import grpc
 from infermeter.v1 import ingest_pb2
 
 from agent.codec import record_from_proto
-from agent.record import InvalidRecord, UsageRecord, check_text, validate
+from agent.record import InvalidRecord, UsageRecord, check_text, validate_all
 from collector.rpc import call_store
 from collector.store import DeviceInfo, Store
 
@@ -46,12 +48,11 @@ def decode_batch(request: ingest_pb2.PushRequest) -> tuple[DeviceInfo, list[Usag
     if not 1 <= len(request.records) <= MAX_BATCH_RECORDS:
         raise InvalidRecord("records", f"a batch holds 1 to {MAX_BATCH_RECORDS} records, got {len(request.records)}")
     records = [record_from_proto(message) for message in request.records]
-    previous = 0
-    for record in records:
-        validate(record)
-        if record.seq <= previous:
-            raise InvalidRecord("seq", f"seqs must strictly increase; {record.seq} follows {previous}", seq=record.seq)
-        previous = record.seq
+    validate_all(records)
+    seqs = [record.seq for record in records]
+    if not all(map(operator.lt, seqs, islice(seqs, 1, None))):
+        i = next(i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1])
+        raise InvalidRecord("seq", f"seqs must strictly increase; {seqs[i]} follows {seqs[i - 1]}", seq=seqs[i])
     if request.first_seq != records[0].seq:
         raise InvalidRecord("first_seq", f"is {request.first_seq} but the first record has seq {records[0].seq}")
     if request.last_seq != records[-1].seq:

@@ -14,11 +14,13 @@ INT64_MAX = 2**63 - 1
 # At most 19 digits: anything longer cannot be an int64, and int() on a huge string is slow.
 _UNIX_NS = re.compile(r"[0-9]{1,19}")
 # RFC 3339 (with nanosecond fractions, which datetime.fromisoformat would truncate), or a bare
-# date meaning midnight UTC.
+# date meaning midnight UTC. The fields' ranges are spelled out rather than left to
+# fromisoformat, which reads an offset of +00:60 as +01:00 and whose leniency varies by Python
+# version; openapi.json states the same forms.
 _RFC3339 = re.compile(
-    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
-    r"(?:[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<fraction>[0-9]{1,9}))?"
-    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2}))?"
+    r"(?P<date>[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))"
+    r"(?:[Tt ](?P<time>(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])(?:\.(?P<fraction>[0-9]{1,9}))?"
+    r"(?P<offset>[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TIME_FORMS = "an RFC 3339 timestamp (2026-11-22T00:00:00Z), a date (2026-11-22, midnight UTC) or Unix ns"
@@ -59,10 +61,13 @@ def _rfc3339_ns(text: str, field: str) -> int:
 
 
 def parse_group_by(text: str) -> tuple[str, ...]:
-    """Split 'model,device,tag:project' into keys; empty text means no grouping."""
-    if not text.strip():
+    """Split 'model,device,tag:project' into keys; empty text means no grouping.
+
+    Only spaces around keys are dropped, as openapi.json documents: str.strip() would also drop
+    tabs, newlines, Unicode spaces and U+001C-U+001F, which the document does not allow there."""
+    if not text.strip(" "):
         return ()
-    keys = tuple(key.strip() for key in text.split(","))
+    keys = tuple(key.strip(" ") for key in text.split(","))
     if "" in keys:
         raise QueryError("group_by", f"{text!r} has an empty key")
     return keys

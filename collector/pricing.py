@@ -21,12 +21,15 @@ PICOS_PER_UNIT = 10**12
 NS_PER_S = 10**9
 SECONDS_PER_YEAR = 365 * 86_400
 SECONDS_PER_HOUR = 3_600
-UJ_PER_KWH = 3_600 * 10**12
+UJ_PER_KWH = 3_600_000 * 10**6  # 1 kWh = 3.6e6 J, 1 J = 1e6 µJ
 
 
 def hardware_rate_per_device_s(profile: HardwareProfile) -> Fraction:
     """Currency per second of the whole device: straight-line amortization plus upkeep."""
-    amortized = Fraction(profile.purchase - profile.residual) / (Fraction(profile.lifetime_years) * SECONDS_PER_YEAR)
+    # Subtract as Fractions: Decimal arithmetic rounds to 28 digits, and a book's amounts may have more.
+    amortized = (Fraction(profile.purchase) - Fraction(profile.residual)) / (
+        Fraction(profile.lifetime_years) * SECONDS_PER_YEAR
+    )
     return amortized + Fraction(profile.upkeep_per_year) / SECONDS_PER_YEAR
 
 

@@ -66,7 +66,14 @@ def priced_rows(
     latest_from, latest = schedule.latest
     rows = []
     append = rows.append
+    # The records of a batch mostly share a few tag sets: encode each set once.
+    tags_json: dict[tuple, str] = {}
     for record in records:
+        tags = record.tags
+        tags_key = tuple(tags.items())
+        encoded_tags = tags_json.get(tags_key)
+        if encoded_tags is None:
+            encoded_tags = tags_json[tags_key] = _json(tags if type(tags) is dict else dict(tags))
         rate = latest if record.start_unix_ns >= latest_from else schedule.rate_at(record.start_unix_ns)
         if record.energy:
             energy_uj = sum(share.energy_uj for share in record.energy)
@@ -75,15 +82,15 @@ def priced_rows(
                  "interval_ns": s.interval_ns, "error_uj": s.error_uj}
                 for s in record.energy
             ])
+            energy_pico = div_round_half_even(energy_uj * rate.energy_num, rate.energy_den)
         else:
-            energy_uj, energy = 0, None
+            energy_uj, energy, energy_pico = 0, None, 0
         compute_pico = div_round_half_even(
             record.cpu_time_ns * rate.cpu_num + record.gpu_time_ns * rate.gpu_num, rate.compute_den
         )
-        energy_pico = div_round_half_even(energy_uj * rate.energy_num, rate.energy_den)
         cost_pico = compute_pico + energy_pico
         if cost_pico > INT64_MAX or energy_uj > INT64_MAX:
-            field = "energy" if energy_pico > compute_pico or energy_uj > INT64_MAX else "cpu_time_ns"
+            field = _costliest_field(record, rate, energy_uj, energy_pico)
             raise InvalidRecord(field, "prices beyond what one record can cost (2^63 picos)", seq=record.seq)
         memory = record.memory
         append((
@@ -91,7 +98,7 @@ def priced_rows(
             record.runtime, record.execution_provider, record.batch_size, record.input_bytes,
             record.output_bytes, record.input_tokens, record.output_tokens, record.start_unix_ns,
             record.duration_ns, record.cpu_time_ns, int(record.status), record.error_type,
-            _json(record.tags if type(record.tags) is dict else dict(record.tags)), record.pid,
+            encoded_tags, record.pid,
             record.count, record.gpu_time_ns, energy_uj, energy,
             memory.peak_rss_bytes if memory else None,
             memory.peak_gpu_memory_bytes if memory else None,
@@ -100,3 +107,16 @@ def priced_rows(
             compute_pico, energy_pico, cost_pico, cost_pico, rate.note,
         ))
     return rows
+
+
+def _costliest_field(record: UsageRecord, rate: DeviceRate, energy_uj: int, energy_pico: int) -> str:
+    """The field whose cost is the largest part of a record's (to name it in an error)."""
+    if energy_uj > INT64_MAX:
+        return "energy"
+    # In units of 1 / compute_den picos, so the three parts compare exactly.
+    parts = {
+        "cpu_time_ns": record.cpu_time_ns * rate.cpu_num,
+        "gpu_time_ns": record.gpu_time_ns * rate.gpu_num,
+        "energy": energy_pico * rate.compute_den,
+    }
+    return max(parts, key=parts.__getitem__)

@@ -268,8 +268,10 @@ class Store:
         Group keys: model, version, device, site, runtime, tag:KEY. ValueError for an unknown
         key or since after until."""
         group_by = tuple(group_by) if not isinstance(group_by, str) else group_by
-        query = cost_query(group_by, since_unix_ns, until_unix_ns)
+        # The range first: building the query from a bound that is not an int (True) fails
+        # in SQLAlchemy with an error that is not a ValueError.
         check_range(since_unix_ns, until_unix_ns)
+        query = cost_query(group_by, since_unix_ns, until_unix_ns)
         with transaction(self.engine) as connection:
             rows = connection.execute(query).all()
             currency = self._books.currency(connection)

@@ -20,6 +20,10 @@ from collector.demo import processes
 from collector.demo.model import INPUT_NAME, INPUT_WIDTH, MODEL_PATH
 
 USERS = ("alice", "bob", "carol")
+
+
+class DemoFailed(RuntimeError):
+    """The demo could not complete; the message says what went wrong."""
 GROUP_BY = ("model", "device", "tag:user")
 
 
@@ -55,7 +59,7 @@ def _run_model(buffer_path: Path, runs: int, *, quiet: bool) -> int:
         meter.flush()
         stats = meter.stats()
     if stats.dropped or stats.errors:
-        raise SystemExit(f"demo: metering dropped {stats.dropped} records, {stats.errors} errors")
+        raise DemoFailed(f"metering dropped {stats.dropped} records, {stats.errors} errors")
     return stats.written
 
 
@@ -108,40 +112,42 @@ def run_demo(workdir: Path, runs: int, timeout_s: float, *, quiet: bool) -> dict
         agent_code = processes.stop(agent)
         collector_code = processes.stop(collector.process)
     if agent_code or collector_code:
-        raise SystemExit(
-            f"demo: agent exited {agent_code}, collector exited {collector_code} (logs in {workdir})"
-        )
+        raise DemoFailed(f"the agent exited {agent_code}, the collector {collector_code}")
     return {"records_made": made, "records_synced": report["total_records"],
             "total_cost": report["total_cost"], "currency": report["currency"], "report": report}
 
 
 def main(args: argparse.Namespace) -> int:
-    from collector.cli import format_cost_report
-
     workdir = Path(tempfile.mkdtemp(prefix="infermeter-demo-"))
+    failed = True  # until shown otherwise: an interrupted demo keeps its folder too
     try:
         result = run_demo(workdir, args.records, args.timeout, quiet=args.json)
-    except (processes.ProcessError, OSError) as err:
+        lost = result["records_made"] - result["records_synced"]
+        _print_result(result, lost, as_json=args.json)
+        if lost:
+            print(f"demo failed: {lost:+d} records lost between the device and the collector", file=sys.stderr)
+        failed = lost != 0
+    except (DemoFailed, processes.ProcessError, OSError) as err:
         print(f"demo failed: {err}", file=sys.stderr)
-        return 1
     finally:
-        if args.keep:
-            print(f"demo folder kept: {workdir}", file=sys.stderr)
+        if args.keep or failed:
+            print(f"demo folder kept (buffer, collector database, logs): {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    lost = result["records_made"] - result["records_synced"]
-    if args.json:
+    return 1 if failed else 0
+
+
+def _print_result(result: dict, lost: int, *, as_json: bool) -> None:
+    from collector.cli import format_cost_report
+
+    if as_json:
         json.dump(result, sys.stdout, indent=2)
         print()
-    else:
-        print()
-        print(format_cost_report(result["report"]))
-        print(
-            f"\n{result['records_made']} records made on the device, "
-            f"{result['records_synced']} in the collector: "
-            + ("none lost, none counted twice." if lost == 0 else "MISMATCH.")
-        )
-    if lost:
-        print(f"demo failed: {lost:+d} records lost between the device and the collector", file=sys.stderr)
-        return 1
-    return 0
+        return
+    print()
+    print(format_cost_report(result["report"]))
+    print(
+        f"\n{result['records_made']} records made on the device, "
+        f"{result['records_synced']} in the collector: "
+        + ("none lost, none counted twice." if lost == 0 else "MISMATCH.")
+    )

@@ -18,21 +18,20 @@ ort = pytest.importorskip("onnxruntime")
 
 
 class FakeClock:
-    """Every read advances by a fixed step per clock, so durations are exact and predictable:
-    a call measures one step of each (start and end are consecutive reads)."""
+    """Every read of the monotonic and CPU clocks advances them by a fixed step, so durations
+    are exact and predictable: a call measures one step of each (start and end are consecutive
+    reads). The wall clock runs with the monotonic one, WALL_START_NS ahead of it."""
 
     WALL_START_NS = 1_700_000_000 * 10**9
 
     def __init__(self, *, perf_step_ns: int = 1_000, cpu_step_ns: int = 400) -> None:
-        self.wall_ns = self.WALL_START_NS
         self.perf_ns = 0
         self.cpu_ns = 0
         self.perf_step_ns = perf_step_ns
         self.cpu_step_ns = cpu_step_ns
 
     def time_ns(self) -> int:
-        self.wall_ns += 1
-        return self.wall_ns
+        return self.WALL_START_NS + self.perf_ns
 
     def perf_counter_ns(self) -> int:
         self.perf_ns += self.perf_step_ns

@@ -107,6 +107,51 @@ def test_too_large_halves_the_batch_then_grows_back(buffer):
     assert [r.seq for r in exporter.received] == list(range(1, 41))
 
 
+class EventLog(InMemoryExporter):
+    """Logs prepare / send / result, and answers each batch only when result() is called."""
+
+    def __init__(self, script=()):
+        super().__init__(script=list(script))
+        self.log: list[tuple[str, int]] = []
+
+    def prepare(self, stream_id, records):
+        self.log.append(("prepare", records[0].seq))
+        return super().prepare(stream_id, records)
+
+    def send(self, prepared):
+        first_seq = prepared[1][0].seq
+        self.log.append(("send", first_seq))
+        exporter = self
+
+        class Pending:
+            def result(self):
+                exporter.log.append(("result", first_seq))
+                return exporter.export(*prepared)
+
+        return Pending()
+
+
+def test_the_next_batch_is_prepared_while_one_is_in_flight_and_acks_stay_in_order(buffer):
+    fill(buffer, 30)
+    exporter = EventLog()
+    Shipper(buffer, exporter, batch_size=10).run_once()
+    assert exporter.log == [
+        ("prepare", 1), ("send", 1), ("prepare", 11), ("result", 1),
+        ("send", 11), ("prepare", 21), ("result", 11),
+        ("send", 21), ("result", 21),
+    ]
+    assert [r.seq for r in exporter.received] == list(range(1, 31))
+
+
+def test_a_failed_batch_drops_the_prepared_one_and_keeps_everything(buffer):
+    fill(buffer, 30)
+    exporter = EventLog(script=[ExportResult.SUCCESS, ExportResult.RETRY])
+    report = Shipper(buffer, exporter, batch_size=10).run_once()
+    assert report.failure is ExportResult.RETRY
+    assert [event for event in exporter.log if event[0] == "send"] == [("send", 1), ("send", 11)]
+    assert [r.seq for r in buffer.read(limit=100)] == list(range(11, 31))
+
+
 def test_backoff_grows_exponentially_capped_with_full_jitter():
     backoff = Backoff(initial_s=0.5, max_s=4.0, rand=lambda: 1.0)
     assert [backoff.next_delay_s() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]

@@ -4,7 +4,9 @@ document kept true (the routes served are those documented, and responses match 
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from decimal import Decimal
 
@@ -13,6 +15,7 @@ import pytest
 from infermeter.v1 import ingest_pb2_grpc
 
 from collector.http_api import OPENAPI_PATH, make_app
+from collector.params import QueryError, parse_time_ns
 from collector.store import Store, StoreUnavailable
 from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request, schema_errors, servers, store  # noqa: F401
 
@@ -136,6 +139,8 @@ def test_costs_time_range(servers, pushed, query, records):
         ("until=9223372036854775808", "invalid_parameter", "until"),
         ("since=NaN", "invalid_parameter", "since"),
         ("since=%00", "invalid_parameter", "since"),
+        ("until=2026-11-18T13:07:00%2B00:60", "invalid_parameter", "until"),  # fromisoformat reads +01:00
+        ("group_by=model%09", "invalid_parameter", "group_by"),  # only spaces around keys are ignored
         ("since=2026-12-01&until=2026-11-01", "invalid_parameter", "since"),
     ],
 )
@@ -146,6 +151,51 @@ def test_costs_bad_parameters_are_400_json(servers, query, code, field):
     assert (body["code"], body["field"]) == (code, field)
     assert body["message"]
     assert documented_errors("/api/v1/costs", 400, body) == []
+
+
+def test_costs_group_keys_may_have_spaces_around_them(servers, pushed):
+    status, _, body = call(f"{servers.http_url}/api/v1/costs?group_by=%20model%20,%20tag:project%20")
+
+    assert (status, body["group_by"]) == (200, ["model", "tag:project"])
+
+
+TIME_PATTERN = re.compile(DOCUMENT["components"]["schemas"]["Time"]["pattern"])
+GROUP_BY_PATTERN = re.compile(DOCUMENT["components"]["schemas"]["GroupBy"]["pattern"])
+
+
+@pytest.mark.parametrize("text", [
+    "0", "9223372036854775807", "2026-11-22", "2026-11-22T00:00:00Z", "2026-11-22t10:00:00.123456789-05:30",
+    "2026-11-22 10:00:00z", "1969-12-31T23:00:00-01:00", "2262-04-11T23:47:16.854775807Z",
+])
+def test_the_documented_time_pattern_admits_every_time_accepted(text):
+    parse_time_ns(text, field="since")
+
+    assert TIME_PATTERN.search(text)
+
+
+@pytest.mark.parametrize("text", [
+    "", "-1", "1e9", "yesterday", "2026-13-01", "2026-11-32", "2026-11-22T00:00:00", "2026-11-22T24:00:00Z",
+    "2026-11-22T00:00:60Z", "2026-11-22T00:00:00+00:60", "2026-11-22T00:00:00+24:00", "2026-11-22T00:00:00.1234567890Z",
+    "2026-11-22T00:00Z", "+2026-11-22", "２０２６-11-22", "99999999999999999999",
+])
+def test_times_refused_for_their_form_are_outside_the_documented_pattern(text):
+    with pytest.raises(QueryError):
+        parse_time_ns(text, field="since")
+
+    assert not TIME_PATTERN.search(text)
+
+
+@pytest.mark.parametrize("text, accepted", [
+    ("", True), ("   ", True), ("model", True), (" model , tag:a b ,device", True), ("tag: x", True),
+    ("tag:" + "x" * 128, True), ("version,site,runtime", True),
+    ("model,,device", False), ("tag:", False), ("tag: ", False), ('tag:"', False), ("tag:a\x00", False),
+    ("model\t", False), ("\u3000model", False), ("colour", False), ("Model", False), ("tag:" + "x" * 129, False),
+])
+def test_the_documented_group_by_pattern_agrees_with_the_server(servers, text, accepted):
+    status, _, body = call(f"{servers.http_url}/api/v1/costs?group_by={urllib.parse.quote(text)}")
+
+    assert status == (200 if accepted else 400), body
+    assert bool(GROUP_BY_PATTERN.search(text)) == accepted
 
 
 def test_devices(servers, pushed):
