@@ -125,11 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 @_command
 def _device_add(args: argparse.Namespace) -> int:
-    store = _open_store(args)
-    try:
+    with _open_store(args) as store:
         device = store.add_device(args.name, profile=args.profile, site=args.site)
-    finally:
-        store.close()
     if args.json:
         _print_json({"device_id": device.device_id, "name": device.name, "token": device.token})
         return 0
@@ -147,11 +144,8 @@ def _device_add(args: argparse.Namespace) -> int:
 def _device_list(args: argparse.Namespace) -> int:
     import dataclasses
 
-    store = _open_store(args, create=False)
-    try:
+    with _open_store(args, create=False) as store:
         rows = store.list_devices()
-    finally:
-        store.close()
     if args.json:
         _print_json({"devices": [dataclasses.asdict(row) for row in rows]})
         return 0
@@ -192,11 +186,8 @@ def _read_document(path: Path) -> dict:
 @_command
 def _pricebook_add(args: argparse.Namespace) -> int:
     document = _read_document(args.file)
-    store = _open_store(args)
-    try:
+    with _open_store(args) as store:
         book_id = store.add_price_book(document, effective_from_unix_ns=args.effective_from)
-    finally:
-        store.close()
     if args.json:
         _print_json({"id": book_id, "effective_from_unix_ns": args.effective_from})
     else:
@@ -208,11 +199,8 @@ def _pricebook_add(args: argparse.Namespace) -> int:
 def _pricebook_list(args: argparse.Namespace) -> int:
     import dataclasses
 
-    store = _open_store(args, create=False)
-    try:
+    with _open_store(args, create=False) as store:
         books = store.list_price_books()
-    finally:
-        store.close()
     if args.json:
         _print_json({"price_books": [dataclasses.asdict(book) for book in books]})
         return 0
@@ -227,11 +215,8 @@ def _pricebook_list(args: argparse.Namespace) -> int:
 
 @_command
 def _report_costs(args: argparse.Namespace) -> int:
-    store = _open_store(args, create=False)
-    try:
+    with _open_store(args, create=False) as store:
         report = store.costs(group_by=args.group_by, since_unix_ns=args.since, until_unix_ns=args.until).to_json()
-    finally:
-        store.close()
     if args.json:
         _print_json(report)
     else:
