@@ -115,6 +115,8 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every start (plugins, dialect); the store logs a line when the schema changes.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     from collector.server import serve
 
     return serve(args.db, args.grpc, args.http, args.ready_file)

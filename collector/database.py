@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, exc
 
 from agent.sqlite_wal import enable_wal
@@ -163,11 +164,16 @@ def transaction(engine: sa.Engine, *, write: bool = False) -> Iterator[sa.Connec
 
 
 def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest Alembic revision, in one transaction."""
+    """Bring the schema to the newest Alembic revision, in one transaction, and log a line when
+    that changed it."""
     with transaction(engine, write=True) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        before = MigrationContext.configure(connection).get_current_revision()
         command.upgrade(alembic_config(connection), "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+    if after != before:
+        logger.info("database schema upgraded from %s to revision %s", before or "empty", after)
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
