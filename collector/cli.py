@@ -164,6 +164,23 @@ def _device_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command
+def _device_revoke(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        matches = [row for row in store.list_devices() if args.device in (row.name, row.device_id)]
+        if not matches:
+            raise CommandError(f"no device named or with id {args.device!r} (see: infermeter admin device list)", 2)
+        device = matches[0]
+        store.revoke_device(device.device_id)
+    if args.json:
+        _print_json({"device_id": device.device_id, "name": device.name, "revoked": True})
+    else:
+        state = "was revoked already" if device.revoked else "revoked"
+        print(f"device {device.name!r} ({device.device_id}) {state}: its pushes are refused within "
+              "5 s on every collector; its records stay")
+    return 0
+
+
 # admin pricebook
 
 
@@ -350,7 +367,7 @@ def _register_collector(subparsers: argparse._SubParsersAction) -> None:
 def _register_admin(subparsers: argparse._SubParsersAction) -> None:
     admin = _group(subparsers, "admin", help="manage devices and price books", dest="admin_command")
 
-    device = _group(admin, "device", help="register and list devices", dest="device_command")
+    device = _group(admin, "device", help="register, list and revoke devices", dest="device_command")
     add = _leaf(
         device, "add", _device_add,
         help="register a device and print its token",
@@ -365,6 +382,14 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--site", default="default", help="site, for its energy tariff (default: default)")
     _leaf(device, "list", _device_list, help="list registered devices",
           epilog="examples:\n  infermeter admin device list\n  infermeter admin device list --json")
+    revoke = _leaf(
+        device, "revoke", _device_revoke,
+        help="refuse a device's token from now on",
+        description="Revoke a device: the collector refuses its pushes from now on (PERMISSION_DENIED; "
+        "the device keeps its records) and keeps what it stored. For a leaked token or a retired device.",
+        epilog="examples:\n  infermeter admin device revoke edge-01\n  infermeter admin device revoke dev_3f1c9a0e5b7d4e21",
+    )
+    revoke.add_argument("device", help="the device's name or id")
 
     pricebook = _group(admin, "pricebook", help="add and list price books", dest="pricebook_command")
     add = _leaf(

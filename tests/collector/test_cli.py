@@ -94,6 +94,31 @@ def test_device_list_json_is_the_http_apis_object(db, capsys):
     assert "edge-1" in out and "active" in out
 
 
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_device_revoke_refuses_the_token_and_keeps_the_records(db, capsys, by):
+    with Store.open(db) as store:
+        device = store.add_device("edge-1")
+        assert store.authenticate(device.token).revoked is False
+
+    code, out, _ = run(capsys, "admin", "device", "revoke", device.name if by == "name" else device.device_id, "--json")
+
+    assert code == 0
+    assert json.loads(out) == {"device_id": device.device_id, "name": "edge-1", "revoked": True}
+    with Store.open(db) as store:
+        assert store.authenticate(device.token).revoked is True
+    code, out, _ = run(capsys, "admin", "device", "revoke", "edge-1")
+    assert code == 0 and "was revoked already" in out
+    code, out, _ = run(capsys, "admin", "device", "list")
+    assert "revoked" in out
+
+
+def test_device_revoke_of_an_unknown_device_is_a_usage_error(db, capsys):
+    code, out, err = run(capsys, "admin", "device", "revoke", "edge-9")
+
+    assert (code, out) == (2, "")
+    assert err.startswith("infermeter: no device named or with id 'edge-9'") and err.count("\n") == 1
+
+
 def test_report_costs_json_is_the_http_apis_object(db, capsys):
     store = with_records(db)
     try:
@@ -202,7 +227,7 @@ def test_pricebook_add_bad_file(db, tmp_path, capsys, name, text, exit_code):
 
 def test_every_command_has_help_with_examples(capsys):
     for argv in (
-        ["collector", "serve"], ["admin", "device", "add"], ["admin", "device", "list"],
+        ["collector", "serve"], ["admin", "device", "add"], ["admin", "device", "list"], ["admin", "device", "revoke"],
         ["admin", "pricebook", "add"], ["admin", "pricebook", "list"], ["report", "costs"],
     ):
         with pytest.raises(SystemExit) as exit_:
