@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import sys
@@ -102,7 +103,19 @@ def _agent_records(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `infermeter demo` runs beyond the agent: the collector's packages and ONNX Runtime.
+_DEMO_PACKAGES = ("aiohttp", "sqlalchemy", "alembic", "grpc_health", "grpc_reflection", "onnxruntime", "numpy")
+
+
 def _demo(args: argparse.Namespace) -> int:
+    missing = [name for name in _DEMO_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"infermeter: the demo needs the collector and ONNX Runtime ({', '.join(missing)} missing):"
+            " pip install 'infermeter[all]'",
+            file=sys.stderr,
+        )
+        return 1
     from collector.demo.run import main as demo_main
 
     return demo_main(args)

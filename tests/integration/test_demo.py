@@ -73,3 +73,19 @@ def test_demo_keep_leaves_the_folder_and_prints_where(tmp_path):
         path.name for path in folder.iterdir()
     }
     assert json.loads(done.stdout)["records_synced"] == 30
+
+
+def test_without_the_collector_installed_it_says_what_to_install(tmp_path, monkeypatch, capsys):
+    from agent.cli import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)  # as if not installed: find_spec -> None
+
+    assert main(["demo"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "infermeter: the demo needs the collector and ONNX Runtime (sqlalchemy missing):"
+        " pip install 'infermeter[all]'\n"
+    )
+    assert demo_folders(tmp_path) == []
