@@ -28,14 +28,17 @@ from agent.sqlite_wal import enable_wal
 
 logger = logging.getLogger(__name__)
 
-# Columns an append writes, in the order of the row tuples it takes (seq is assigned).
-APPEND_COLUMNS = (
-    "kind", "model", "model_version", "runtime", "execution_provider", "batch_size",
+# A record's columns, as shipped (seq first; an append leaves seq to SQLite).
+_RECORD_COLUMNS = (
+    "seq", "kind", "model", "model_version", "runtime", "execution_provider", "batch_size",
     "input_bytes", "output_bytes", "input_tokens", "output_tokens", "start_unix_ns",
     "duration_ns", "cpu_time_ns", "status", "error_type", "tags", "pid", "count",
     "gpu_time_ns", "energy", "memory",
 )
-_RECORD_COLUMNS = ("seq", *APPEND_COLUMNS)
+# Columns an append writes, in the order of the row tuples it takes: the record's, then what
+# the device keeps for attributing energy to it (never shipped): its start on CLOCK_MONOTONIC,
+# the boot that clock belongs to, and whether attribution is done with it.
+APPEND_COLUMNS = (*_RECORD_COLUMNS[1:], "start_mono_ns", "boot", "attributed")
 _INSERT_SQL = (
     f"INSERT INTO records ({', '.join(APPEND_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(APPEND_COLUMNS))})"
@@ -75,6 +78,33 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER PRIMARY KEY, {_RECORD_TABLE_BODY},
         reason TEXT NOT NULL, rejected_unix_ns INTEGER NOT NULL
     );
+    """,
+    # Energy attribution. Records get their monotonic start and boot; rows that predate this
+    # have neither and count as attributed (with no energy). Samples are what the daemon's
+    # sampler read (t_ns: the pass, read_ns: the sensor's own reading); writers are app processes with a metered call running for long, which
+    # attribution must wait for.
+    """
+    ALTER TABLE records ADD COLUMN start_mono_ns INTEGER;
+    ALTER TABLE records ADD COLUMN boot INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE records ADD COLUMN attributed INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX records_unattributed ON records (seq) WHERE attributed = 0;
+    CREATE TABLE energy_samples (
+        boot INTEGER NOT NULL, t_ns INTEGER NOT NULL, sensor TEXT NOT NULL,
+        domain TEXT NOT NULL, source TEXT NOT NULL, energy_uj INTEGER NOT NULL,
+        error_uj INTEGER NOT NULL, read_ns INTEGER NOT NULL, PRIMARY KEY (boot, t_ns, sensor)
+    ) WITHOUT ROWID;
+    CREATE TABLE activity_samples (
+        boot INTEGER NOT NULL, t_ns INTEGER NOT NULL, cpu_busy_ns INTEGER,
+        gpu_busy_ns INTEGER, PRIMARY KEY (boot, t_ns)
+    ) WITHOUT ROWID;
+    CREATE TABLE memory_samples (
+        boot INTEGER NOT NULL, t_ns INTEGER NOT NULL, pid INTEGER NOT NULL,
+        rss_bytes INTEGER, gpu_memory_bytes INTEGER, PRIMARY KEY (boot, t_ns, pid)
+    ) WITHOUT ROWID;
+    CREATE TABLE writers (
+        boot INTEGER NOT NULL, pid INTEGER NOT NULL, in_flight_since_ns INTEGER NOT NULL,
+        PRIMARY KEY (boot, pid)
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -118,14 +148,15 @@ def encode_memory(memory: Memory | None) -> str | None:
 
 
 def row_from_record(record: UsageRecord) -> tuple:
-    """The append row (APPEND_COLUMNS order) for a record; its seq is ignored."""
+    """The append row (APPEND_COLUMNS order) for a record made elsewhere; its seq is ignored.
+    It has no monotonic start on this device, so there is nothing to attribute to it."""
     return (
         int(record.kind), record.model, record.model_version, record.runtime,
         record.execution_provider, record.batch_size, record.input_bytes, record.output_bytes,
         record.input_tokens, record.output_tokens, record.start_unix_ns, record.duration_ns,
         record.cpu_time_ns, int(record.status), record.error_type, encode_tags(dict(record.tags)),
         record.pid, record.count, record.gpu_time_ns, encode_energy(record.energy),
-        encode_memory(record.memory),
+        encode_memory(record.memory), None, 0, 1,
     )
 
 
@@ -243,28 +274,45 @@ class Buffer:
         rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return 0
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.executemany(_INSERT_SQL, rows)
             return conn.execute("SELECT last_insert_rowid()").fetchone()[0]
 
-    def read(self, *, after_seq: int = 0, limit: int = 1000) -> list[UsageRecord]:
-        """Up to limit records with seq > after_seq, in seq order."""
+    def read(self, *, after_seq: int = 0, limit: int = 1000, attributed_only: bool = False) -> list[UsageRecord]:
+        """Up to limit records with seq > after_seq, in seq order; attributed_only: only those
+        before the first record still waiting for its energy (what may be shipped)."""
+        bound = " AND seq < (SELECT coalesce(min(seq), 9223372036854775807) FROM records WHERE attributed = 0)"
         cursor = self._conn.execute(
-            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE seq > ?"
+            f"{bound if attributed_only else ''} ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
         return _records_from_rows(cursor)
 
+    def query(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
+        """Rows of a read-only statement (for the modules that keep their own tables here)."""
+        return self._conn.execute(sql, parameters).fetchall()
+
+
+    def mark_long_call(self, boot: int, pid: int, since_ns: int | None) -> None:
+        """Record that process pid has a metered call running since since_ns (monotonic), or,
+        with None, that it has none any more (agent.energy waits for such calls)."""
+        with self.transaction() as conn:
+            if since_ns is None:
+                conn.execute("DELETE FROM writers WHERE boot = ? AND pid = ?", (boot, pid))
+            else:
+                conn.execute("INSERT OR REPLACE INTO writers VALUES (?, ?, ?)", (boot, pid, since_ns))
+
     def delete_through(self, seq: int) -> int:
         """Delete every record with seq <= seq (the collector acknowledged them)."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return conn.execute("DELETE FROM records WHERE seq <= ?", (seq,)).rowcount
 
     def reject(self, seqs: Sequence[int], reason: str) -> int:
         """Move records out of the shipping queue into `rejected`, keeping them for inspection."""
         marks = ", ".join("?" * len(seqs))
         columns = ", ".join(_RECORD_COLUMNS)
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 f"INSERT OR REPLACE INTO rejected ({columns}, reason, rejected_unix_ns) "
                 f"SELECT {columns}, ?, ? FROM records WHERE seq IN ({marks})",
@@ -306,7 +354,9 @@ class Buffer:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE), committed when the block ends without an
+        exception; also for the modules that keep their own tables here."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

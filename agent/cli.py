@@ -57,7 +57,7 @@ def _agent_run(args: argparse.Namespace) -> int:
             "token_file": args.token_file,
         },
     )
-    return daemon.run(config)
+    return daemon.run(config, ready_file=args.ready_file)
 
 
 def _iso(unix_ns: int) -> str:
@@ -139,6 +139,8 @@ def _add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--buffer", type=Path, help="device buffer file (overrides the config)")
     run.add_argument("--collector", help="collector gRPC address HOST:PORT (overrides the config)")
     run.add_argument("--token-file", type=Path, help="file holding the device token")
+    run.add_argument("--ready-file", type=Path,
+                     help='once sampling and shipping, write {"pid", "buffer", "energy_sensors"} here (atomically)')
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=_agent_run)
 

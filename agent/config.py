@@ -17,6 +17,18 @@ command-line overrides (in that order of precedence, last wins). Everything else
     backoff_initial_s = 0.5
     backoff_max_s = 60
 
+    [energy]                     # energy per inference (agent.energy)
+    enabled = true
+    sensors = ["auto"]           # or any of: rapl, jetson, hwmon, nvml, triton, estimate
+    sample_period_s = 0.1
+    slack_s = 1.0                # how far behind the newest sample attribution stays
+    triton_metrics_url = ""      # a local Triton server's metrics, e.g. http://localhost:8002/metrics
+
+    [energy.estimate]            # the power model where no sensor can be read
+    idle_w_per_cpu = 0.74
+    max_w_per_cpu = 3.5
+    w_per_memory_gb = 0.392
+
 Environment: INFERMETER_CONFIG (path of the TOML file), INFERMETER_BUFFER, INFERMETER_TAGS
 ("k=v,k2=v2"), INFERMETER_COLLECTOR, INFERMETER_TOKEN_FILE, INFERMETER_TOKEN.
 """
@@ -53,6 +65,14 @@ class AgentConfig:
     interval_s: float = 1.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 60.0
+    energy_enabled: bool = True
+    energy_sensors: tuple[str, ...] = ("auto",)
+    sample_period_s: float = 0.1
+    attribution_slack_s: float = 1.0
+    triton_metrics_url: str = ""
+    idle_w_per_cpu: float = 0.74
+    max_w_per_cpu: float = 3.5
+    w_per_memory_gb: float = 0.392
 
     def device_token(self) -> str:
         """The device token: inline, or read from token_file at the moment of the call (so a
@@ -85,7 +105,20 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
         "backoff_initial_s": ("backoff_initial_s", float),
         "backoff_max_s": ("backoff_max_s", float),
     },
+    "energy": {
+        "enabled": ("energy_enabled", bool),
+        "sensors": ("energy_sensors", tuple),
+        "sample_period_s": ("sample_period_s", float),
+        "slack_s": ("attribution_slack_s", float),
+        "triton_metrics_url": ("triton_metrics_url", str),
+    },
+    "energy.estimate": {
+        "idle_w_per_cpu": ("idle_w_per_cpu", float),
+        "max_w_per_cpu": ("max_w_per_cpu", float),
+        "w_per_memory_gb": ("w_per_memory_gb", float),
+    },
 }
+SENSOR_FAMILIES = ("auto", "rapl", "jetson", "hwmon", "nvml", "triton", "estimate")
 _ENV = {
     "INFERMETER_BUFFER": ("buffer_path", Path),
     "INFERMETER_COLLECTOR": ("collector_address", str),
@@ -106,6 +139,17 @@ def parse_tags(text: str, *, source: str = "INFERMETER_TAGS") -> dict[str, str]:
 
 
 def _coerce(where: str, value: object, kind: type) -> object:
+    if kind is bool:
+        if type(value) is not bool:
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        unknown = [item for item in value if item not in SENSOR_FAMILIES]
+        if unknown:
+            raise ConfigError(f"{where}: unknown sensor family {unknown[0]!r} (one of: {', '.join(SENSOR_FAMILIES)})")
+        return tuple(value)
     if kind is float and type(value) in (int, float) or kind is int and type(value) is int:
         if value < 0 or (kind is float and value != value):
             raise ConfigError(f"{where} must not be negative")
@@ -129,17 +173,25 @@ def _from_toml(path: Path) -> dict[str, object]:
                 raise ConfigError(f"{path}: [tags] must map names to strings")
             values["tags"] = dict(value)
         elif key in _SCHEMA and isinstance(value, dict):
-            for sub, sub_value in value.items():
-                if sub not in _SCHEMA[key]:
-                    raise ConfigError(f"{path}: unknown key {key}.{sub}")
-                name, kind = _SCHEMA[key][sub]
-                values[name] = _coerce(f"{path}: {key}.{sub}", sub_value, kind)
+            _read_table(path, key, value, values)
         elif key in _SCHEMA[None]:
             name, kind = _SCHEMA[None][key]
             values[name] = _coerce(f"{path}: {key}", value, kind)
         else:
             raise ConfigError(f"{path}: unknown key {key}")
     return values
+
+
+def _read_table(path: Path, table: str, document: dict, values: dict[str, object]) -> None:
+    for key, value in document.items():
+        where = f"{table}.{key}"
+        if where in _SCHEMA and isinstance(value, dict):  # a nested table, [energy.estimate]
+            _read_table(path, where, value, values)
+        elif key in _SCHEMA[table]:
+            name, kind = _SCHEMA[table][key]
+            values[name] = _coerce(f"{path}: {where}", value, kind)
+        else:
+            raise ConfigError(f"{path}: unknown key {where}")
 
 
 def load_config(
@@ -167,4 +219,8 @@ def load_config(
     config = replace(AgentConfig(), **values)
     if config.batch_size < 1:
         raise ConfigError("shipper.batch_size must be at least 1")
+    if not 0.01 <= config.sample_period_s <= 60:
+        raise ConfigError("energy.sample_period_s must be from 0.01 to 60 seconds")
+    if config.max_w_per_cpu < config.idle_w_per_cpu:
+        raise ConfigError("energy.estimate.max_w_per_cpu must not be below idle_w_per_cpu")
     return config

@@ -8,18 +8,24 @@ Runs under systemd as Type=notify (READY=1 once the buffer is open). The loop is
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
 from agent import systemd
 from agent.buffer import Buffer
 from agent.config import AgentConfig
+from agent.energy.attributor import Attributor
+from agent.energy.service import EnergyService
 from agent.exporter import DeviceInfo, ExportResult, GrpcExporter
+from agent.files import write_atomically
 from agent.shipper import Backoff, Shipper
 
 logger = logging.getLogger(__name__)
@@ -33,11 +39,14 @@ class Daemon:
         self,
         shipper: Shipper,
         *,
+        attributor: Attributor | None = None,
         interval_s: float = 1.0,
         backoff: Backoff | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._shipper = shipper
+        self._attributor = attributor
+        self._attribution_failing = False
         self._interval_s = interval_s
         self._backoff = backoff or Backoff()
         self._monotonic = monotonic
@@ -46,7 +55,8 @@ class Daemon:
         self.stop = threading.Event()
 
     def run_once(self) -> float:
-        """Ship what is pending; return the delay before the next round."""
+        """Attribute energy, ship what is ready; return the delay before the next round."""
+        self._attribute()
         report = self._shipper.run_once()
         if report.failure is None:
             if self._failing_since is not None:
@@ -60,6 +70,20 @@ class Daemon:
             return 0.0 if report.more_pending else self._interval_s
         self._log_failure(report.failure, report.message)
         return self._backoff.next_delay_s()
+
+    def _attribute(self) -> None:
+        if self._attributor is None:
+            return
+        try:
+            self._attributor.run_once()
+        except Exception:  # records wait (and are let go after a while); shipping goes on
+            if not self._attribution_failing:
+                logger.exception("energy attribution failed; retrying every round")
+            self._attribution_failing = True
+        else:
+            if self._attribution_failing:
+                logger.info("energy attribution works again")
+            self._attribution_failing = False
 
     def _log_failure(self, failure: ExportResult, message: str) -> None:
         now = self._monotonic()
@@ -82,8 +106,9 @@ class Daemon:
         systemd.notify("STOPPING=1")
 
 
-def run(config: AgentConfig) -> int:
-    """Run the daemon with config until SIGTERM/SIGINT; the exit code."""
+def run(config: AgentConfig, *, ready_file: Path | None = None) -> int:
+    """Run the daemon with config until SIGTERM/SIGINT; the exit code. ready_file: once it
+    samples and ships, write {"pid", "buffer", "energy_sensors"} there (atomically)."""
     if not config.collector_address:
         logger.error("no collector address: set collector.address in the config or --collector")
         return 2
@@ -92,9 +117,11 @@ def run(config: AgentConfig) -> int:
     exporter = GrpcExporter(
         channel, config.device_token, device=DeviceInfo.of_this_machine(), timeout_s=config.timeout_s
     )
-    shipper = Shipper(buffer, exporter, batch_size=config.batch_size)
+    energy = EnergyService.create(config, buffer) if config.energy_enabled else None
+    shipper = Shipper(buffer, exporter, batch_size=config.batch_size, attributed_only=energy is not None)
     daemon = Daemon(
         shipper,
+        attributor=energy.attributor if energy is not None else None,
         interval_s=config.interval_s,
         backoff=Backoff(initial_s=config.backoff_initial_s, max_s=config.backoff_max_s),
     )
@@ -103,10 +130,19 @@ def run(config: AgentConfig) -> int:
     logger.info(
         "agent shipping %s (stream %s) to %s", buffer.path, buffer.stream_id, config.collector_address
     )
+    if energy is not None:
+        energy.start()
+    if ready_file is not None:
+        sensors = sorted(energy.sampler.infos) if energy is not None else []
+        write_atomically(ready_file, json.dumps({"pid": os.getpid(), "buffer": str(buffer.path), "energy_sensors": sensors}))
     try:
         daemon.serve()
     finally:
+        if energy is not None:
+            energy.stop()
         channel.close()
         buffer.close()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
     logger.info("agent stopped")
     return 0

@@ -101,11 +101,12 @@ def _tags_json(static: StaticFields, call_tags: object) -> str:
 
 
 def rows_from_entries(
-    entries: Iterable[Entry], pid: int, unix_offset_ns: int, on_bad_tags: Callable[[Exception], None]
+    entries: Iterable[Entry], pid: int, boot: int, unix_offset_ns: int,
+    on_bad_tags: Callable[[Exception], None],
 ) -> list[tuple]:
-    """Buffer rows (agent.buffer.APPEND_COLUMNS order) for entries; unix_offset_ns is wall
-    minus monotonic time. A record whose per-call tags are invalid keeps its static tags: its
-    cost still counts, on_bad_tags reports it."""
+    """Buffer rows (agent.buffer.APPEND_COLUMNS order) for entries, waiting for energy
+    attribution; unix_offset_ns is wall minus monotonic time. A record whose per-call tags are
+    invalid keeps its static tags: its cost still counts, on_bad_tags reports it."""
     rows = []
     for entry in entries:
         (static, call_tags, start_ns, duration_ns, cpu_time_ns, batch_size, input_bytes,
@@ -120,6 +121,6 @@ def rows_from_entries(
             static.kind, static.model, static.model_version, static.runtime,
             static.execution_provider, batch_size, input_bytes, output_bytes, input_tokens,
             output_tokens, start_ns + unix_offset_ns, duration_ns, cpu_time_ns, status, error_type,
-            tags_json, pid, 1, 0, None, None,
+            tags_json, pid, 1, 0, None, None, start_ns, boot, 0,
         ))
     return rows

@@ -30,9 +30,11 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from agent.buffer import Buffer
+from agent.boot import boot_key
 from agent.clock import Clock, SystemClock
 from agent.entry import Entry, rows_from_entries
 from agent.health import Health
+from agent.in_flight import InFlight
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ logger = logging.getLogger(__name__)
 AT_EXIT_TIMEOUT_S = 2.0
 # How long a fork waits for a write in flight; past it (a wedged disk) the fork goes on.
 FORK_WAIT_S = 5.0
+# A call running this long is marked in the buffer, so energy attribution waits for it (it
+# trails the present by a second anyway, which covers every shorter call).
+LONG_CALL_NS = 500_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class Flusher:
         start_thread: bool = True,
         buffer_label: str = "the buffer",
         clock: Clock | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
@@ -78,6 +84,7 @@ class Flusher:
         self._start_thread = start_thread
         self._buffer_label = buffer_label
         self._clock = clock if clock is not None else SystemClock()
+        self.in_flight = in_flight if in_flight is not None else InFlight(())
         self._closed = False
         self._at_exit: Callable[[], None] | None = None
         self._inherited_buffers: list[Buffer] = []
@@ -91,6 +98,8 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self._started = False
         self._pid = 0
+        self._boot = 0
+        self._marked_long_call_ns: int | None = None
         self._buffer: Buffer | None = None
         self._held: list[tuple] = []  # rows a failed write left behind, oldest first
         self._drained = 0
@@ -150,6 +159,7 @@ class Flusher:
         if self._write_lock.acquire(timeout=-1 if remaining_s is None else remaining_s):
             try:
                 self._write_pending()
+                self._mark_long_call(None)
                 self._discard_pending("the meter closed before they could be written")
                 self._close_buffer()
             finally:
@@ -174,6 +184,7 @@ class Flusher:
 
     def _start(self) -> None:
         self._pid = os.getpid()
+        self._boot = boot_key()
         self._register_process_hooks()
         _close_when_multiprocessing_worker_ends(self)
         if self._start_thread:
@@ -190,8 +201,11 @@ class Flusher:
 
     def _write_pending(self) -> int:
         try:
+            # Looked at before draining: a call that ends in between is both, never neither.
+            long_call_since_ns = self._long_call_since_ns()
             rows = self._held + self._drain_rows()
             self._held = []
+            self._mark_long_call(long_call_since_ns)
             if not rows:
                 return 0
             try:
@@ -210,6 +224,26 @@ class Flusher:
             self.health.error("flusher", err)
             return 0
 
+    def _long_call_since_ns(self) -> int | None:
+        """The start of the oldest metered call running for LONG_CALL_NS or more, if any."""
+        oldest_ns = self.in_flight.oldest_start_ns()
+        if oldest_ns is not None and self._clock.perf_counter_ns() - oldest_ns >= LONG_CALL_NS:
+            return oldest_ns
+        return None
+
+    def _mark_long_call(self, since_ns: int | None) -> None:
+        """Tell energy attribution (in the buffer) to wait for a long call of this process, or
+        that it need not any more; written only when that changes."""
+        if since_ns == self._marked_long_call_ns:
+            return
+        try:
+            if self._buffer is None:
+                self._buffer = self._open_buffer()
+            self._buffer.mark_long_call(self._boot, self._pid, since_ns)
+            self._marked_long_call_ns = since_ns
+        except Exception as err:  # attribution then just does not wait: counted, not raised
+            self.health.error("long-call mark", err)
+
     def _drain_rows(self) -> list[tuple]:
         queue = self.queue
         entries = [queue.popleft() for _ in range(len(queue))]
@@ -218,7 +252,7 @@ class Flusher:
             return []
         perf_ns = self._clock.perf_counter_ns()
         unix_offset_ns = self._clock.time_ns() - perf_ns
-        return rows_from_entries(entries, self._pid, unix_offset_ns, self._bad_call_tags)
+        return rows_from_entries(entries, self._pid, self._boot, unix_offset_ns, self._bad_call_tags)
 
     def _bad_call_tags(self, err: Exception) -> None:
         self.health.error("per-call tags (the record keeps its session tags)", err)
@@ -281,6 +315,7 @@ class Flusher:
             self._inherited_buffers.append(self._buffer)
         self.accept_limit = 0  # the child's first record starts the child's own flusher
         self.queue.clear()
+        self.in_flight.spans.clear()  # the parent's threads' spans
         self.health = Health()
         self._reset_process_state()
 

@@ -33,7 +33,8 @@ from agent.clock import Clock, SystemClock
 from agent.config import AgentConfig, load_config
 from agent.entry import check_tags, merge_tags, static_fields
 from agent.flusher import Flusher, MeterStats
-from agent.onnx_session import MeteredSession, onnx_static_fields
+from agent.in_flight import InFlight
+from agent.onnx_session import RUN_CODE, MeteredSession, onnx_static_fields
 from agent.record import Kind
 from agent.span import RUNTIME as SPAN_RUNTIME
 from agent.span import Span
@@ -61,7 +62,7 @@ class Meter:
         self.flusher = Flusher(
             functools.partial(Buffer.open, self.buffer_path),
             max_queue=max_queue, interval_s=flush_interval_s, start_thread=start_thread,
-            buffer_label=str(self.buffer_path), clock=self._clock,
+            buffer_label=str(self.buffer_path), clock=self._clock, in_flight=InFlight([RUN_CODE]),
         )
 
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from agent.clock import Clock
@@ -195,6 +196,13 @@ def _queue_error(
         ))
     except Exception as meter_err:  # the model's exception is the one the caller must see
         flusher.health.error(RUNTIME, meter_err)
+
+
+# The code of every metered run(): while the model runs, its frame is on the caller's stack
+# (agent.in_flight finds running calls by it).
+RUN_CODE = next(
+    const for const in metered_call.__code__.co_consts if isinstance(const, CodeType) and const.co_name == "run"
+)
 
 
 class MeteredSession:

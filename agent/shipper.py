@@ -70,9 +70,13 @@ class Shipper:
         *,
         batch_size: int = 2000,
         max_batches: int = 50,
+        attributed_only: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """attributed_only: ship only the records energy attribution is done with (the daemon
+        attributes energy before shipping)."""
         self._buffer = buffer
+        self._attributed_only = attributed_only
         self._exporter = exporter
         self._batch_size = batch_size
         # Shrinks when the collector says a batch is too large, grows back after successes.
@@ -91,13 +95,15 @@ class Shipper:
         report = ShipReport()
         stream_id = self._buffer.stream_id
         limit = self._current_batch_size
-        records = self._buffer.read(limit=limit)
+        records = self._buffer.read(limit=limit, attributed_only=self._attributed_only)
         pending = self._exporter.send(self._exporter.prepare(stream_id, records)) if records else None
         while records:
             last_batch = report.batches + 1 == self._max_batches
             # The next batch has the size this one's success would grow the batches to.
             next_limit = min(self._batch_size, self._current_batch_size * 2)
-            upcoming = [] if last_batch else self._buffer.read(after_seq=records[-1].seq, limit=next_limit)
+            upcoming = [] if last_batch else self._buffer.read(
+                after_seq=records[-1].seq, limit=next_limit, attributed_only=self._attributed_only
+            )
             upcoming_prepared = self._exporter.prepare(stream_id, upcoming) if upcoming else None
             outcome = pending.result()
             if outcome.result is ExportResult.SUCCESS and upcoming:

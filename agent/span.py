@@ -26,7 +26,7 @@ RUNTIME = "span"
 
 class Span:
     __slots__ = (
-        "_flusher", "_static", "_tags", "_clock", "_start_ns", "_cpu_start_ns",
+        "_flusher", "_static", "_tags", "_clock", "start_ns", "_cpu_start_ns",
         "batch_size", "input_bytes", "output_bytes", "input_tokens", "output_tokens",
     )
 
@@ -37,7 +37,7 @@ class Span:
         self._static = static
         self._tags = tags
         self._clock = clock
-        self._start_ns = self._cpu_start_ns = 0
+        self.start_ns = self._cpu_start_ns = 0
         self.batch_size = self.input_bytes = self.output_bytes = 0
         self.input_tokens = self.output_tokens = 0
 
@@ -72,7 +72,8 @@ class Span:
     def __enter__(self) -> Span:
         clock = self._clock
         self._cpu_start_ns = clock.thread_time_ns()
-        self._start_ns = clock.perf_counter_ns()
+        self.start_ns = clock.perf_counter_ns()
+        self._flusher.in_flight.spans.add(self)
         return self
 
     def __exit__(
@@ -80,14 +81,16 @@ class Span:
         tb: TracebackType | None,
     ) -> None:
         clock = self._clock
-        duration_ns = clock.perf_counter_ns() - self._start_ns
+        duration_ns = clock.perf_counter_ns() - self.start_ns
         cpu_time_ns = clock.thread_time_ns() - self._cpu_start_ns
         try:
             self._flusher.submit((
-                self._static, self._tags, self._start_ns, duration_ns, cpu_time_ns,
+                self._static, self._tags, self.start_ns, duration_ns, cpu_time_ns,
                 self.batch_size, self.input_bytes, self.output_bytes, self.input_tokens,
                 self.output_tokens, STATUS_OK if exc_type is None else STATUS_ERROR,
                 "" if exc_type is None else exc_type.__name__,
             ))
         except Exception as err:  # the block's own exception, if any, is the one to propagate
             self._flusher.health.error(RUNTIME, err)
+        # Queued first, then no longer running: never neither, so energy attribution waits.
+        self._flusher.in_flight.spans.discard(self)

@@ -248,23 +248,37 @@ def format_cost_report(report: dict) -> str:
     keys = report["group_by"]
     groups = report["groups"]
     rows = [
-        (*(value or "-" for value in group["key"]),
-         *_cost_cells(group["inferences"], group["cost"], group["compute_cost"], group["energy_cost"]))
+        (*(value or "-" for value in group["key"]), *_cost_cells(group))
         for group in (groups if keys else ())
     ]
-    compute, energy = (str(sum((Decimal(group[name]) for group in groups), Decimal(0)))
-                       for name in ("compute_cost", "energy_cost"))
+    totals = {
+        "inferences": report["total_inferences"], "cost": report["total_cost"],
+        "compute_cost": str(sum((Decimal(group["compute_cost"]) for group in groups), Decimal(0))),
+        "energy_cost": str(sum((Decimal(group["energy_cost"]) for group in groups), Decimal(0))),
+        "energy_uj": sum(group["energy_uj"] for group in groups),
+    }
     label_columns = tuple(keys) or ("",)
-    rows.append(("total", *[""] * (len(label_columns) - 1),
-                 *_cost_cells(report["total_inferences"], report["total_cost"], compute, energy)))
-    header = (*label_columns, "inferences", "cost", "compute", "energy", "per 1k inferences")
+    rows.append(("total", *[""] * (len(label_columns) - 1), *_cost_cells(totals)))
+    header = (*label_columns, "inferences", "cost", "compute", "energy", "energy Wh", "per 1k inferences")
     table = _table(header, rows, right=tuple(range(len(label_columns), len(header))))
-    return f"{table}\n{report['total_records']} records; amounts in {report['currency']} (--json for every digit)"
+    notes = f"{report['total_records']} records; amounts in {report['currency']} (--json for every digit)"
+    if any("" in group["key"] for group in groups):
+        notes += "; - is no value: idle energy has no model, and a record may lack a tag"
+    return f"{table}\n{notes}"
 
 
-def _cost_cells(inferences: int, cost: str, compute: str, energy: str) -> tuple[str, ...]:
-    per_1k = _money(str(Decimal(cost) * 1000 / inferences)) if inferences else "-"
-    return (str(inferences), _money(cost), _money(compute), _money(energy), per_1k)
+def _cost_cells(group: dict) -> tuple[str, ...]:
+    inferences = group["inferences"]
+    per_1k = _money(str(Decimal(group["cost"]) * 1000 / inferences)) if inferences else "-"
+    return (
+        str(inferences), _money(group["cost"]), _money(group["compute_cost"]), _money(group["energy_cost"]),
+        _wh(group["energy_uj"]), per_1k,
+    )
+
+
+def _wh(energy_uj: int) -> str:
+    """Watt-hours to four significant digits (1 Wh = 3.6e9 µJ)."""
+    return _money(str(Decimal(energy_uj) / Decimal(3_600_000_000))) if energy_uj else "0"
 
 
 def _money(amount: str) -> str:

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from infermeter.v1 import admin_pb2, ingest_pb2
 from sqlalchemy.engine import make_url
 
+from agent.files import write_atomically
 from collector.admin_service import AdminServicer
 from collector.http_api import make_app
 from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
@@ -102,9 +103,7 @@ async def _grpc_server(store: Store) -> tuple[grpc.aio.Server, health.aio.Health
 
 def write_ready_file(path: Path, servers: Servers) -> None:
     """Atomically: a reader sees no file or the whole of it, never half."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps({"grpc": servers.grpc_address, "http": servers.http_address, "pid": os.getpid()}))
-    os.replace(temp, path)
+    write_atomically(path, json.dumps({"grpc": servers.grpc_address, "http": servers.http_address, "pid": os.getpid()}))
 
 
 async def _run(store: Store, db_url: str, grpc_address: str, http_address: str, ready_file: Path | None) -> None:

@@ -58,25 +58,35 @@ def start_collector(
             ),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-    deadline = time.monotonic() + timeout_s
-    while not ready.exists():
-        if process.poll() is not None:
-            raise ProcessError(f"the collector exited with {process.returncode}:\n{_log_tail(log_path)}")
-        if time.monotonic() > deadline:
-            stop(process)
-            raise ProcessError(f"the collector did not start in {timeout_s:.0f} s:\n{_log_tail(log_path)}")
-        time.sleep(0.05)
+    _wait_for(ready, process, "the collector", log_path, timeout_s)
     addresses = json.loads(ready.read_text())
     return Collector(process, addresses["grpc"], addresses["http"], log_path)
 
 
-def start_agent(config_path: Path, workdir: Path) -> subprocess.Popen:
-    """Start `infermeter agent run --config config_path`, logging to workdir/agent.log."""
-    with open(workdir / "agent.log", "ab") as log:
-        return subprocess.Popen(
-            _command("agent", "run", "--config", str(config_path)),
+def start_agent(config_path: Path, workdir: Path, *, timeout_s: float = 30.0) -> subprocess.Popen:
+    """Start `infermeter agent run --config config_path`, logging to workdir/agent.log, and wait
+    until it samples and ships (its --ready-file)."""
+    ready = workdir / "agent.ready.json"
+    ready.unlink(missing_ok=True)
+    log_path = workdir / "agent.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            _command("agent", "run", "--config", str(config_path), "--ready-file", str(ready)),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
+    _wait_for(ready, process, "the agent", log_path, timeout_s)
+    return process
+
+
+def _wait_for(ready: Path, process: subprocess.Popen, what: str, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready.exists():
+        if process.poll() is not None:
+            raise ProcessError(f"{what} exited with {process.returncode}:\n{_log_tail(log_path)}")
+        if time.monotonic() > deadline:
+            stop(process)
+            raise ProcessError(f"{what} did not start in {timeout_s:.0f} s:\n{_log_tail(log_path)}")
+        time.sleep(0.05)
 
 
 def stop(process: subprocess.Popen, *, timeout_s: float = 15.0) -> int:

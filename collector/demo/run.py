@@ -64,15 +64,16 @@ def _run_model(buffer_path: Path, runs: int, *, quiet: bool) -> int:
 
 
 def _wait_for_sync(http_url: str, expected: int, timeout_s: float, *, quiet: bool) -> dict:
-    """Poll the collector's cost API until it holds `expected` records; the final report."""
+    """Poll the collector's cost API until it holds the `expected` inference records (the idle
+    records that carry the device's unattributed energy stand for no inference); the report."""
     query = "group_by=" + ",".join(GROUP_BY)
     deadline = time.monotonic() + timeout_s
     last = -1
     while True:
         report = _get_json(f"{http_url}/api/v1/costs?{query}")
-        synced = report["total_records"]
+        synced = report["total_inferences"]
         if synced != last:
-            _say(f"  collector has {synced}/{expected} records", quiet=quiet)
+            _say(f"  collector has {synced}/{expected} inference records", quiet=quiet)
             last = synced
         if synced >= expected or time.monotonic() > deadline:
             return report
@@ -113,7 +114,7 @@ def run_demo(workdir: Path, runs: int, timeout_s: float, *, quiet: bool) -> dict
         collector_code = processes.stop(collector.process)
     if agent_code or collector_code:
         raise DemoFailed(f"the agent exited {agent_code}, the collector {collector_code}")
-    return {"records_made": made, "records_synced": report["total_records"],
+    return {"records_made": made, "records_synced": report["total_inferences"],
             "total_cost": report["total_cost"], "currency": report["currency"], "report": report}
 
 

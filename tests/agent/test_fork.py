@@ -232,7 +232,7 @@ class PausingBuffer(Buffer):
 
     def append(self, rows):
         if not self.in_write.is_set():
-            with self._transaction():
+            with self.transaction():
                 self.in_write.set()
                 self.resume.wait(self.PAUSE_S)
         return super().append(rows)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.buffer import Buffer
+from agent.buffer import SCHEMA_VERSION, Buffer
 from agent.cli import main
 from collector.demo.model import INPUT_NAME, INPUT_WIDTH
 from tests.agent.conftest import FakeClock
@@ -82,7 +82,7 @@ def test_json_gives_the_buffer_stats_and_every_field_of_each_record(capsys, fill
     report = json.loads(out)
     assert set(report) == {"buffer", "records"}
     assert report["buffer"] == {
-        "path": str(filled), "stream_id": _stream_id(filled), "schema_version": 1, "records": 5,
+        "path": str(filled), "stream_id": _stream_id(filled), "schema_version": SCHEMA_VERSION, "records": 5,
         "first_seq": 1, "last_seq": 5, "rejected": 0, "file_bytes": report["buffer"]["file_bytes"],
     }
     assert report["buffer"]["file_bytes"] > 0

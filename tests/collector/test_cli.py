@@ -265,15 +265,18 @@ def test_format_cost_report_aligns_columns():
             {"key": ["tiny-mlp"], "inferences": 1000, "records": 1000, "cost": "1234.5", "compute_cost": "1234.5",
              "energy_cost": "0", "energy_uj": 0, "duration_ns": 0, "cpu_time_ns": 0},
             {"key": [""], "inferences": 2000, "records": 2000, "cost": "0.0678", "compute_cost": "0.000001234567",
-             "energy_cost": "0.067798765433", "energy_uj": 0, "duration_ns": 0, "cpu_time_ns": 0},
+             "energy_cost": "0.067798765433", "energy_uj": 1_800_000_000, "duration_ns": 0, "cpu_time_ns": 0},
         ],
     }
 
     lines = format_cost_report(report).splitlines()
 
-    assert lines[0].split() == ["model", "inferences", "cost", "compute", "energy", "per", "1k", "inferences"]
-    assert lines[1].split() == ["tiny-mlp", "1000", "1234.50", "1234.50", "0", "1234.50"]
-    assert lines[2].split() == ["-", "2000", "0.06780", "0.000001235", "0.06780", "0.03390"]
-    assert lines[3].split() == ["total", "3000", "1234.57", "1234.50", "0.06780", "411.52"]
+    assert lines[0].split() == ["model", "inferences", "cost", "compute", "energy", "energy", "Wh", "per", "1k", "inferences"]
+    assert lines[1].split() == ["tiny-mlp", "1000", "1234.50", "1234.50", "0", "0", "1234.50"]
+    assert lines[2].split() == ["-", "2000", "0.06780", "0.000001235", "0.06780", "0.5000", "0.03390"]
+    assert lines[3].split() == ["total", "3000", "1234.57", "1234.50", "0.06780", "0.5000", "411.52"]
     assert len({len(line) for line in lines[:4]}) == 1  # right-aligned numbers: equal widths
-    assert lines[4] == "3000 records; amounts in USD (--json for every digit)"
+    assert lines[4] == (
+        "3000 records; amounts in USD (--json for every digit);"
+        " - is no value: idle energy has no model, and a record may lack a tag"
+    )

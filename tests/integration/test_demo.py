@@ -43,10 +43,12 @@ def test_demo_json_reports_every_record_synced_once_and_cleans_up(tmp_path):
     assert Decimal(result["total_cost"]) > 0
     report = result["report"]
     assert report["group_by"] == ["model", "device", "tag:user"]
-    assert sorted(group["key"] for group in report["groups"]) == [
-        ["tiny-mlp", "demo-device", user] for user in USERS
-    ]
-    assert [group["inferences"] for group in report["groups"]] == [200, 200, 200]
+    inference = [group for group in report["groups"] if group["key"][0]]
+    (idle,) = [group for group in report["groups"] if not group["key"][0]]  # the device's idle energy
+    assert sorted(group["key"] for group in inference) == [["tiny-mlp", "demo-device", user] for user in USERS]
+    assert [group["inferences"] for group in inference] == [200, 200, 200]
+    assert all(group["energy_uj"] > 0 for group in inference)
+    assert idle["inferences"] == 0 and Decimal(idle["compute_cost"]) == 0 and idle["energy_uj"] > 0
     group_costs = [Decimal(group["cost"]) for group in report["groups"]]
     assert sum(group_costs) == Decimal(result["total_cost"])
     assert demo_folders(tmp_path) == []

@@ -17,11 +17,13 @@ import onnxruntime
 import pytest
 
 from agent import Meter
+from agent.record import Kind
 from collector.demo import processes
 from collector.demo.model import INPUT_NAME, INPUT_WIDTH, MODEL_PATH
 from collector.store import Store
 
 pytestmark = pytest.mark.timeout(180)
+INFERENCE, IDLE = int(Kind.INFERENCE), int(Kind.IDLE)
 
 
 def free_port() -> int:
@@ -68,20 +70,21 @@ class Deployment:
             return json.load(response)
 
     def wait_for(self, expected: int, timeout_s: float = 60) -> int:
+        """Wait until the collector holds `expected` inferences; the number it holds."""
         deadline = time.monotonic() + timeout_s
         while True:
-            have = self.costs()["total_records"]
+            have = self.costs()["total_inferences"]
             if have >= expected or time.monotonic() > deadline:
                 return have
             time.sleep(0.1)
 
-    def stored_rows(self) -> list[tuple]:
+    def stored_rows(self, columns: str = "stream_id, seq, model, duration_ns, cpu_time_ns, batch_size, compute_cost_pico",
+                    *, kind: int | None = INFERENCE) -> list[tuple]:
+        """The collector's rows of one kind (inference by default; None: all), in seq order."""
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        where = "" if kind is None else f" WHERE kind = {kind}"
         try:
-            return conn.execute(
-                "SELECT stream_id, seq, model, duration_ns, cpu_time_ns, batch_size, cost_pico "
-                "FROM records ORDER BY stream_id, seq"
-            ).fetchall()
+            return conn.execute(f"SELECT {columns} FROM records{where} ORDER BY stream_id, seq").fetchall()
         finally:
             conn.close()
 
@@ -118,12 +121,15 @@ def run_model(meter: Meter, session, runs: int, *, user: str = "alice") -> None:
 
 
 def committed_oracle(buffer_path: Path) -> dict[int, tuple]:
-    """What the device buffer holds right now: seq -> (model, duration, cpu, batch)."""
+    """The inference records the device buffer holds right now: seq -> (model, duration, cpu,
+    batch). (The daemon adds idle records of its own as it goes.)"""
     conn = sqlite3.connect(buffer_path)
     try:
         return {
             row[0]: row[1:]
-            for row in conn.execute("SELECT seq, model, duration_ns, cpu_time_ns, batch_size FROM records")
+            for row in conn.execute(
+                f"SELECT seq, model, duration_ns, cpu_time_ns, batch_size FROM records WHERE kind = {INFERENCE}"
+            )
         }
     finally:
         conn.close()
@@ -144,7 +150,7 @@ def test_every_record_arrives_exactly_once_with_its_cost(deployment, session):
     assert len({stream for stream, *_ in rows}) == 1
 
     report = deployment.costs("model,device,tag:project,tag:user")
-    (group,) = report["groups"]
+    (group,) = [group for group in report["groups"] if group["key"][0]]  # not the idle energy
     assert group["key"] == ["tiny-mlp", "edge-1", "search", "alice"]
     assert group["inferences"] == 400
     # The default price book: a 1200 USD box over 4 years plus 120 USD a year of upkeep,
@@ -156,7 +162,7 @@ def test_every_record_arrives_exactly_once_with_its_cost(deployment, session):
         (rate * cpu / 10**9 / cores * 10**12).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
         for _, _, cpu, _ in oracle.values()
     )
-    assert Decimal(report["total_cost"]) == Decimal(int(expected_pico)) / 10**12
+    assert Decimal(group["compute_cost"]) == Decimal(int(expected_pico)) / 10**12
     assert sum(cost for *_, cost in rows) == expected_pico
 
 
@@ -177,9 +183,10 @@ def test_restarts_and_crashes_of_both_sides_lose_and_duplicate_nothing(deploymen
                 deployment.start_collector()
         assert deployment.wait_for(made) == made, deployment.logs()
     time.sleep(0.5)  # any late duplicate push would land now
-    rows = deployment.stored_rows()
-    assert len(rows) == made
-    assert [seq for _, seq, *_ in rows] == list(range(1, made + 1))
+    assert len(deployment.stored_rows()) == made
+    # Every seq of the stream once, idle records included: nothing lost, nothing twice.
+    seqs = [seq for (seq,) in deployment.stored_rows("seq", kind=None)]
+    assert seqs == list(range(1, len(seqs) + 1))
     assert deployment.costs()["total_inferences"] == made
 
 
@@ -200,10 +207,41 @@ def test_a_wrong_token_keeps_everything_on_the_device(deployment, session):
     deployment.start_agent()
     with Meter(buffer=deployment.buffer_path) as meter:
         run_model(meter, session, 50)
-    time.sleep(1.0)
-    assert deployment.costs()["total_records"] == 0
+    log = deployment.workdir / "agent.log"
+    deadline = time.monotonic() + 30
+    while "check the device token" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "check the device token" in log.read_text()
+    assert deployment.costs()["total_inferences"] == 0
     assert len(committed_oracle(deployment.buffer_path)) == 50
-    assert "check the device token" in (deployment.workdir / "agent.log").read_text()
     # The operator fixes the token file: the daemon picks it up without a restart.
     (deployment.workdir / "device.token").write_text(deployment.device.token)
     assert deployment.wait_for(50) == 50, deployment.logs()
+
+
+def test_records_made_while_the_daemon_samples_carry_energy_with_provenance(deployment, session):
+    deployment.start_collector()
+    deployment.start_agent()  # ready: sampling (this machine has no sensor: the estimate)
+    # Half a second of back-to-back runs: /proc/stat, which the estimate follows, counts busy
+    # time in 10 ms ticks, so the sampling intervals must be busy enough to see some.
+    runs = 0
+    with Meter(buffer=deployment.buffer_path) as meter:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            run_model(meter, session, 50)
+            runs += 50
+    assert deployment.wait_for(runs) == runs, deployment.logs()
+
+    inference = deployment.stored_rows("energy_uj, energy, energy_cost_pico")
+    assert sum(1 for energy_uj, _, _ in inference if energy_uj > 0) >= 0.9 * runs, deployment.logs()
+    shares = [share for _, energy, _ in inference if energy for share in json.loads(energy)]
+    assert {(s["domain"], s["sensor"], s["method"]) for s in shares} == {("cpu", "estimate", "cpu-time")}
+    assert all(s["error_uj"] > 0 and s["interval_ns"] == 100_000_000 for s in shares)
+    # Energy is priced at the default tariff, 0.15 per kWh: 1 kWh is 3.6e12 µJ, a pico 1e-12.
+    for energy_uj, _, energy_cost_pico in inference:
+        assert energy_cost_pico == (Decimal(energy_uj) * Decimal("0.15") / Decimal("3.6")).quantize(
+            Decimal(1), rounding=ROUND_HALF_EVEN
+        )
+    idle = deployment.stored_rows("energy", kind=IDLE)
+    idle_methods = {(s["domain"], s["method"]) for (energy,) in idle for s in json.loads(energy)}
+    assert {("cpu", "baseline"), ("dram", "baseline")} <= idle_methods

@@ -1,0 +1,257 @@
+"""The energy tables of the device buffer: what the sampler writes (its passes), and what
+attribution reads (intervals, records waiting for their energy) and writes back (each record's
+energy and memory, idle records).
+
+Times are CLOCK_MONOTONIC nanoseconds with the boot they belong to. A pass is one round of the
+sampler: every sensor's cumulative reading, the machine's busy CPU and GPU time, and the memory
+of the processes that meter, all under the pass's time.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agent.buffer import Buffer, encode_energy, encode_memory, encode_tags
+from agent.energy.attribution import GPU_PROVIDERS, Activity, Counted, Interval, SensorInfo
+from agent.record import EnergyShare, Kind, Memory, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    t_ns: int
+    energy: Mapping[str, tuple[int, int, int]]  # sensor -> (cumulative energy_uj, error_uj, read_ns)
+    cpu_busy_ns: int | None = None  # cumulative, all CPUs
+    gpu_busy_ns: int | None = None  # cumulative, all GPUs
+    memory: Sequence[tuple[int, int | None, int | None]] = ()  # (pid, rss_bytes, gpu_memory_bytes)
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A record waiting for its energy: what attribution needs of it, and what it has so far."""
+
+    activity: Activity
+    pid: int
+    energy: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (domain, source, method)
+    memory: Memory | None = None
+
+
+def write_passes(buffer: Buffer, boot: int, passes: Iterable[Pass], sensors: Mapping[str, SensorInfo]) -> None:
+    energy_rows, activity_rows, memory_rows = [], [], []
+    for one in passes:
+        for name, (energy_uj, error_uj, read_ns) in one.energy.items():
+            info = sensors[name]
+            energy_rows.append((boot, one.t_ns, name, info.domain, info.source, energy_uj, error_uj, read_ns))
+        activity_rows.append((boot, one.t_ns, one.cpu_busy_ns, one.gpu_busy_ns))
+        memory_rows += [(boot, one.t_ns, pid, rss, gpu) for pid, rss, gpu in one.memory]
+    with buffer.transaction() as conn:
+        conn.executemany("INSERT OR REPLACE INTO energy_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", energy_rows)
+        conn.executemany("INSERT OR REPLACE INTO activity_samples VALUES (?, ?, ?, ?)", activity_rows)
+        conn.executemany("INSERT OR REPLACE INTO memory_samples VALUES (?, ?, ?, ?, ?)", memory_rows)
+
+
+def sensors_in(buffer: Buffer, boot: int) -> dict[str, SensorInfo]:
+    """The sensors a boot's samples name (those of an earlier boot may no longer exist)."""
+    rows = buffer.query("SELECT DISTINCT sensor, domain, source FROM energy_samples WHERE boot = ?", (boot,))
+    return {name: SensorInfo(name, domain, source) for name, domain, source in rows}
+
+
+def boots_waiting(buffer: Buffer) -> list[int]:
+    """Boots with records waiting for energy or samples not yet used."""
+    rows = buffer.query(
+        "SELECT boot FROM records WHERE attributed = 0 UNION SELECT boot FROM activity_samples"
+    )
+    return sorted(boot for (boot,) in rows)
+
+
+def last_pass_ns(buffer: Buffer, boot: int) -> int | None:
+    return buffer.query("SELECT max(t_ns) FROM activity_samples WHERE boot = ?", (boot,))[0][0]
+
+
+def intervals(buffer: Buffer, boot: int, *, after_ns: int | None, until_ns: int) -> list[Interval]:
+    """The intervals between a boot's passes in (after_ns, until_ns] (from its first pass when
+    after_ns is None), each starting at the pass before it. A sensor missing from some passes
+    gets one interval across the gap."""
+    low = -1 if after_ns is None else after_ns
+    busy = {
+        t_ns: (cpu, gpu)
+        for t_ns, cpu, gpu in buffer.query(
+            "SELECT t_ns, cpu_busy_ns, gpu_busy_ns FROM activity_samples WHERE boot = ? AND t_ns BETWEEN ? AND ?",
+            (boot, low, until_ns),
+        )
+    }
+    by_span: dict[tuple[int, int], dict[str, Counted]] = defaultdict(dict)
+    previous: dict[str, tuple[int, int, int]] = {}
+    for sensor, t_ns, energy_uj, error_uj, read_ns in buffer.query(
+        "SELECT sensor, t_ns, energy_uj, error_uj, read_ns FROM energy_samples"
+        " WHERE boot = ? AND t_ns BETWEEN ? AND ? ORDER BY sensor, t_ns",
+        (boot, low, until_ns),
+    ):
+        if sensor in previous:
+            last_t_ns, last_uj, last_read_ns = previous[sensor]
+            # A counter that went down was reset (a restarted daemon's new sensor object):
+            # count from the new value.
+            by_span[(last_t_ns, t_ns)][sensor] = Counted(
+                max(energy_uj - last_uj, 0), error_uj, read_ns - last_read_ns
+            )
+        previous[sensor] = (t_ns, energy_uj, read_ns)
+    return [
+        Interval(t0, t1, energy, _delta(busy, t0, t1, 0), _delta(busy, t0, t1, 1))
+        for (t0, t1), energy in sorted(by_span.items())
+    ]
+
+
+def _delta(busy: Mapping[int, tuple], t0: int, t1: int, index: int) -> int | None:
+    if t0 not in busy or t1 not in busy or busy[t0][index] is None or busy[t1][index] is None:
+        return None
+    return max(busy[t1][index] - busy[t0][index], 0)
+
+
+def waiting(buffer: Buffer, boot: int, *, start_before_ns: int) -> list[Waiting]:
+    """A boot's records waiting for energy that started before start_before_ns, with what
+    earlier runs already gave them."""
+    rows = buffer.query(
+        "SELECT seq, start_mono_ns, duration_ns, cpu_time_ns, gpu_time_ns, execution_provider, pid,"
+        " energy FROM records WHERE attributed = 0 AND boot = ? AND start_mono_ns < ? ORDER BY seq",
+        (boot, start_before_ns),
+    )
+    found = []
+    for seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider, pid, energy in rows:
+        activity = Activity(seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider in GPU_PROVIDERS)
+        partial = {
+            (domain, source, method): [energy_uj, error_uj]
+            for domain, energy_uj, source, method, _, error_uj in (json.loads(energy) if energy else ())
+        }
+        found.append(Waiting(activity, pid, partial))
+    return found
+
+
+def peak_memory(buffer: Buffer, boot: int, records: Sequence[Waiting], *, margin_ns: int) -> None:
+    """Set each record's memory to the peak RSS and GPU memory its process had in the samples
+    taken over the record's interval (widened by margin_ns, the sampling period)."""
+    if not records:
+        return
+    low = min(w.activity.start_ns for w in records) - margin_ns
+    high = max(w.activity.end_ns for w in records) + margin_ns
+    samples: dict[int, list[tuple[int, int | None, int | None]]] = defaultdict(list)
+    for pid, t_ns, rss, gpu in buffer.query(
+        "SELECT pid, t_ns, rss_bytes, gpu_memory_bytes FROM memory_samples"
+        " WHERE boot = ? AND t_ns BETWEEN ? AND ? ORDER BY pid, t_ns",
+        (boot, low, high),
+    ):
+        samples[pid].append((t_ns, rss, gpu))
+    for waiting_record in records:
+        series = samples.get(waiting_record.pid)
+        if not series:
+            continue
+        times = [t for t, _, _ in series]
+        first = bisect_left(times, waiting_record.activity.start_ns - margin_ns)
+        last = bisect_right(times, waiting_record.activity.end_ns + margin_ns)
+        window = series[first:last]
+        if window:
+            waiting_record.memory = Memory(
+                peak_rss_bytes=max((rss or 0 for _, rss, _ in window), default=0),
+                peak_gpu_memory_bytes=max((gpu or 0 for _, _, gpu in window), default=0),
+            )
+
+
+def save(
+    buffer: Buffer,
+    boot: int,
+    records: Sequence[Waiting],
+    *,
+    done_ns: int,
+    interval_ns: int,
+    idle: Mapping[tuple[str, str, str], list[int]],
+    idle_span_ns: tuple[int, int],
+    unix_offset_ns: int,
+    device_tags: Mapping[str, str],
+) -> None:
+    """Write back one attribution run, in one transaction: the energy of every record given any
+    (finished when it ended by done_ns), one idle record for the span, the boot's attribution
+    mark, and the samples no longer needed (all before done_ns but the pass at it)."""
+    updates = [
+        (
+            encode_energy(_shares(w.energy, interval_ns)), encode_memory(w.memory),
+            1 if w.activity.end_ns <= done_ns else 0, w.activity.seq,
+        )
+        for w in records
+    ]
+    with buffer.transaction() as conn:
+        conn.executemany("UPDATE records SET energy = ?, memory = ?, attributed = ? WHERE seq = ?", updates)
+        if any(energy for energy, _ in idle.values()):
+            conn.execute(_INSERT_IDLE, _idle_row(idle, idle_span_ns, interval_ns, unix_offset_ns, device_tags, boot))
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_done_key(boot), str(done_ns))
+        )
+        for table in ("energy_samples", "activity_samples", "memory_samples"):
+            conn.execute(f"DELETE FROM {table} WHERE boot = ? AND t_ns < ?", (boot, done_ns))
+
+
+def long_calls(buffer: Buffer, boot: int) -> list[tuple[int, int]]:
+    """(pid, since_ns) of the processes that marked a metered call running for long."""
+    return buffer.query("SELECT pid, in_flight_since_ns FROM writers WHERE boot = ?", (boot,))
+
+
+def forget_long_call(buffer: Buffer, boot: int, pid: int) -> None:
+    buffer.mark_long_call(boot, pid, None)
+
+
+def let_go(buffer: Buffer, boot: int, *, ended_before_ns: int) -> int:
+    """Mark records that ended before ended_before_ns as done with the energy they have (no
+    samples came for them); the number let go."""
+    query = "FROM records WHERE attributed = 0 AND boot = ? AND start_mono_ns + duration_ns < ?"
+    if not buffer.query(f"SELECT EXISTS (SELECT 1 {query})", (boot, ended_before_ns))[0][0]:
+        return 0
+    with buffer.transaction() as conn:
+        return conn.execute(f"UPDATE records SET attributed = 1 WHERE seq IN (SELECT seq {query})", (boot, ended_before_ns)).rowcount
+
+
+def close_boot(buffer: Buffer, boot: int) -> int:
+    """Mark a past boot's remaining waiting records as done with the energy they have, and drop
+    its samples: no more of them will come. The records so closed."""
+    with buffer.transaction() as conn:
+        closed = conn.execute(
+            "UPDATE records SET attributed = 1 WHERE attributed = 0 AND boot = ?", (boot,)
+        ).rowcount
+        for table in ("energy_samples", "activity_samples", "memory_samples"):
+            conn.execute(f"DELETE FROM {table} WHERE boot = ?", (boot,))
+        conn.execute("DELETE FROM meta WHERE key = ?", (_done_key(boot),))
+    return closed
+
+
+def done_until(buffer: Buffer, boot: int) -> int | None:
+    rows = buffer.query("SELECT value FROM meta WHERE key = ?", (_done_key(boot),))
+    return int(rows[0][0]) if rows else None
+
+
+def _done_key(boot: int) -> str:
+    return f"energy_done_until:{boot}"
+
+
+def _shares(parts: Mapping[tuple[str, str, str], list[int]], interval_ns: int) -> list[EnergyShare]:
+    return [
+        EnergyShare(domain, energy_uj, source, method, interval_ns, error_uj)
+        for (domain, source, method), (energy_uj, error_uj) in sorted(parts.items())
+        if energy_uj or error_uj
+    ]
+
+
+_INSERT_IDLE = (
+    "INSERT INTO records (kind, model, start_unix_ns, duration_ns, status, tags, count, energy,"
+    " start_mono_ns, boot, attributed) VALUES (?, '', ?, ?, ?, ?, 0, ?, ?, ?, 1)"
+)
+
+
+def _idle_row(
+    idle: Mapping[tuple[str, str, str], list[int]], span_ns: tuple[int, int], interval_ns: int,
+    unix_offset_ns: int, device_tags: Mapping[str, str], boot: int,
+) -> tuple:
+    start_ns, end_ns = span_ns
+    return (
+        int(Kind.IDLE), start_ns + unix_offset_ns, end_ns - start_ns, int(Status.OK),
+        encode_tags(dict(device_tags)), encode_energy(_shares(idle, interval_ns)), start_ns, boot,
+    )
