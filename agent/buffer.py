@@ -12,6 +12,7 @@ order-wise: a reader never sees seq N+1 committed before seq N.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -131,20 +132,27 @@ def encode_tags(tags: dict[str, str]) -> str:
 
 
 def encode_energy(energy: Sequence[EnergyShare]) -> str | None:
+    """[[domain, energy_uj, sensor, method, interval_ns, error_uj], ...] as JSON. Written by
+    hand from its parts (the daemon encodes one per record): the texts through json, once
+    each, the integers as they are."""
     if not energy:
         return None
-    return json.dumps(
-        [[s.domain, s.energy_uj, s.sensor, s.method, s.interval_ns, s.error_uj] for s in energy],
-        separators=(",", ":"),
-    )
+    return "[" + ",".join(
+        f"[{_json_text(s.domain)},{int(s.energy_uj)},{_json_text(s.sensor)},{_json_text(s.method)},"
+        f"{int(s.interval_ns)},{int(s.error_uj)}]"
+        for s in energy
+    ) + "]"
+
+
+@functools.lru_cache(maxsize=256)
+def _json_text(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def encode_memory(memory: Memory | None) -> str | None:
     if memory is None:
         return None
-    return json.dumps(
-        [memory.peak_rss_bytes, memory.peak_gpu_memory_bytes, memory.model_resident_bytes]
-    )
+    return f"[{int(memory.peak_rss_bytes)},{int(memory.peak_gpu_memory_bytes)},{int(memory.model_resident_bytes)}]"
 
 
 def row_from_record(record: UsageRecord) -> tuple:

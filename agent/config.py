@@ -35,6 +35,7 @@ Environment: INFERMETER_CONFIG (path of the TOML file), INFERMETER_BUFFER, INFER
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -151,7 +152,9 @@ def _coerce(where: str, value: object, kind: type) -> object:
             raise ConfigError(f"{where}: unknown sensor family {unknown[0]!r} (one of: {', '.join(SENSOR_FAMILIES)})")
         return tuple(value)
     if kind is float and type(value) in (int, float) or kind is int and type(value) is int:
-        if value < 0 or (kind is float and value != value):
+        if kind is float and not math.isfinite(value):  # TOML has nan and inf
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        if value < 0:
             raise ConfigError(f"{where} must not be negative")
         return kind(value)
     if kind in (str, Path) and isinstance(value, str):

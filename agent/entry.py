@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.buffer import encode_tags
-from agent.record import MAX_TAG_KEY_CHARS, MAX_TAGS, InvalidRecord, Kind, Status, check_text
+from agent.buffer import encode_memory, encode_tags
+from agent.record import MAX_TAG_KEY_CHARS, MAX_TAGS, InvalidRecord, Kind, Memory, Status, check_text
 
 STATUS_OK = int(Status.OK)
 STATUS_ERROR = int(Status.ERROR)
@@ -43,6 +43,10 @@ class StaticFields:
     execution_provider: str
     tags: Mapping[str, str]
     tags_json: str
+    # What loading the model added to the process's resident memory (0: not measured), and
+    # its memory column as the buffer keeps it (the daemon adds the peaks it samples).
+    model_resident_bytes: int = 0
+    memory_json: str | None = None
 
 
 def check_tags(tags: object, where: str) -> dict[str, str]:
@@ -84,6 +88,7 @@ def static_fields(
     runtime: str,
     execution_provider: str,
     tags: Mapping[str, str],
+    model_resident_bytes: int = 0,
 ) -> StaticFields:
     """Validate the static part once and encode its tags, so no call has to."""
     check_text("model", model, required=True)
@@ -92,6 +97,8 @@ def static_fields(
     return StaticFields(
         kind=int(kind), model=model, model_version=model_version, runtime=runtime,
         execution_provider=execution_provider, tags=tags, tags_json=encode_tags(dict(tags)),
+        model_resident_bytes=model_resident_bytes,
+        memory_json=encode_memory(Memory(model_resident_bytes=model_resident_bytes)) if model_resident_bytes else None,
     )
 
 
@@ -121,6 +128,6 @@ def rows_from_entries(
             static.kind, static.model, static.model_version, static.runtime,
             static.execution_provider, batch_size, input_bytes, output_bytes, input_tokens,
             output_tokens, start_ns + unix_offset_ns, duration_ns, cpu_time_ns, status, error_type,
-            tags_json, pid, 1, 0, None, None, start_ns, boot, 0,
+            tags_json, pid, 1, 0, None, static.memory_json, start_ns, boot, 0,
         ))
     return rows

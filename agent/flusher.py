@@ -46,6 +46,7 @@ FORK_WAIT_S = 5.0
 # A call running this long is marked in the buffer, so energy attribution waits for it (it
 # trails the present by a second anyway, which covers every shorter call).
 LONG_CALL_NS = 500_000_000
+LONG_CALL_SCAN_NS = 200_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class Flusher:
         self._pid = 0
         self._boot = 0
         self._marked_long_call_ns: int | None = None
+        self._last_scan_ns = -LONG_CALL_SCAN_NS
+        self._oldest_call_ns: int | None = None
         self._buffer: Buffer | None = None
         self._held: list[tuple] = []  # rows a failed write left behind, oldest first
         self._drained = 0
@@ -112,6 +115,13 @@ class Flusher:
             queue.append(entry)
         else:
             self.admit(entry)
+
+    def start(self) -> None:
+        """Start the thread now rather than at the first record (a wrapped session's first
+        call may be a long one, which the thread watches for). Idempotent; no I/O."""
+        with self._gate_lock:
+            if not self._started and not self._closed:
+                self._start()
 
     def admit(self, entry: Entry) -> None:
         """Queue an entry that the fast check turned away: start on the first record, count a
@@ -205,16 +215,19 @@ class Flusher:
             long_call_since_ns = self._long_call_since_ns()
             rows = self._held + self._drain_rows()
             self._held = []
-            self._mark_long_call(long_call_since_ns)
             if not rows:
+                self._mark_long_call(long_call_since_ns)
                 return 0
             try:
                 if self._buffer is None:
                     self._buffer = self._open_buffer()
                 self._buffer.append(rows)
             except Exception as err:
-                self._hold(rows, err)
+                self._hold(rows, err)  # and the mark stays: the call's record is not in yet
                 return 0
+            # Only once the rows are in: a long call that ended is among them, and attribution
+            # must not stop waiting for it before its record can be read.
+            self._mark_long_call(long_call_since_ns)
             self._written += len(rows)
             if self._failing:
                 self._failing = False
@@ -225,17 +238,23 @@ class Flusher:
             return 0
 
     def _long_call_since_ns(self) -> int | None:
-        """The start of the oldest metered call running for LONG_CALL_NS or more, if any."""
-        oldest_ns = self.in_flight.oldest_start_ns()
-        if oldest_ns is not None and self._clock.perf_counter_ns() - oldest_ns >= LONG_CALL_NS:
+        """The start of the oldest metered call running for LONG_CALL_NS or more, if any. The
+        threads' stacks are looked through every LONG_CALL_SCAN_NS at most (tens of µs in a
+        process with many threads); in between, the last answer stands."""
+        now_ns = self._clock.perf_counter_ns()
+        if now_ns - self._last_scan_ns >= LONG_CALL_SCAN_NS:
+            self._last_scan_ns = now_ns
+            self._oldest_call_ns = self.in_flight.oldest_start_ns()
+        oldest_ns = self._oldest_call_ns
+        if oldest_ns is not None and now_ns - oldest_ns >= LONG_CALL_NS:
             return oldest_ns
         return None
 
     def _mark_long_call(self, since_ns: int | None) -> None:
         """Tell energy attribution (in the buffer) to wait for a long call of this process, or
         that it need not any more; written only when that changes."""
-        if since_ns == self._marked_long_call_ns:
-            return
+        if since_ns == self._marked_long_call_ns or not self._started:
+            return  # not started: no pid and boot to mark it under yet (see _start)
         try:
             if self._buffer is None:
                 self._buffer = self._open_buffer()

@@ -9,7 +9,8 @@
 
 Calls are recorded in memory on the caller's thread; a background flusher writes them to the
 device buffer (SQLite) every flush_interval_s, where the agent daemon picks them up. Creating a
-Meter does no I/O and starts no thread: the first record does. Records still in memory at
+Meter does no I/O and starts no thread: the first wrapped session or span starts the flusher's
+thread, and the first record opens the buffer. Records still in memory at
 interpreter exit are flushed (for AT_EXIT_TIMEOUT_S at most); a forked child meters into the
 same buffer with its own connection.
 
@@ -78,15 +79,45 @@ class Meter:
         model: str | None = None,
         version: str = "",
         tags: Mapping[str, str] | None = None,
+        model_resident_bytes: int = 0,
     ) -> MeteredSession:
         """Meter every run of an onnxruntime.InferenceSession. model defaults to the model
-        file's stem (or the model's metadata, else "unknown")."""
+        file's stem (or the model's metadata, else "unknown"). model_resident_bytes: what
+        loading the model took in memory, if known (load_onnx measures it)."""
         if type(session) is MeteredSession:
             raise ValueError("this session is metered already; wrap the original session")
+        if type(model_resident_bytes) is not int or model_resident_bytes < 0:
+            raise ValueError(f"model_resident_bytes must be a non-negative int, got {model_resident_bytes!r}")
         static = onnx_static_fields(
-            session, meter_tags=self.tags, model=model, version=version, tags=tags
+            session, meter_tags=self.tags, model=model, version=version, tags=tags,
+            model_resident_bytes=model_resident_bytes,
         )
+        self.flusher.start()  # so that even a long first run is watched (agent.in_flight)
         return MeteredSession(session, static, self.flusher, self._clock)
+
+    def load_onnx(
+        self,
+        path_or_bytes: str | Path | bytes,
+        sess_options: Any = None,
+        *,
+        model: str | None = None,
+        version: str = "",
+        tags: Mapping[str, str] | None = None,
+        **session_kwargs: Any,
+    ) -> MeteredSession:
+        """onnxruntime.InferenceSession(path_or_bytes, sess_options, **session_kwargs), metered
+        as by wrap_onnx, with what loading the model added to this process's resident memory
+        (RSS after the load minus before: the weights and graph; arenas grow later, on the
+        first runs) carried by every record as memory.model_resident_bytes."""
+        import onnxruntime
+        import psutil
+
+        process = psutil.Process()
+        rss_before = process.memory_info().rss
+        model_path = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
+        session = onnxruntime.InferenceSession(model_path, sess_options, **session_kwargs)
+        resident = max(process.memory_info().rss - rss_before, 0)
+        return self.wrap_onnx(session, model=model, version=version, tags=tags, model_resident_bytes=resident)
 
     def span(self, name: str, *, tags: Mapping[str, str] | None = None, version: str = "") -> Span:
         """Meter the work done inside `with meter.span(name) as span:` (kind SPAN)."""
@@ -97,6 +128,7 @@ class Meter:
         )
         # Checked now so a span with too many tags fails here, not later on the flusher.
         merge_tags(self.tags, span_tags)
+        self.flusher.start()  # so that even a long first span is watched (agent.in_flight)
         return Span(self.flusher, static, span_tags or None, self._clock)
 
     def flush(self, timeout_s: float | None = None) -> bool:

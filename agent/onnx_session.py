@@ -68,7 +68,7 @@ def first_provider(session: Any) -> str:
 
 def onnx_static_fields(
     session: Any, *, meter_tags: Mapping[str, str], model: str | None, version: str,
-    tags: Mapping[str, str] | None,
+    tags: Mapping[str, str] | None, model_resident_bytes: int = 0,
 ) -> StaticFields:
     """Everything a record of this session shares; raises TypeError/ValueError for bad
     arguments (a setup mistake, reported at wrap time)."""
@@ -79,6 +79,7 @@ def onnx_static_fields(
         runtime=RUNTIME,
         execution_provider=first_provider(session),
         tags=merge_tags(meter_tags, check_tags(tags, "wrap_onnx")),
+        model_resident_bytes=model_resident_bytes,
     )
 
 

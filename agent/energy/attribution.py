@@ -20,8 +20,8 @@ exactly, to the microjoule. Error bounds are split in the same proportions.
 
 Idle power comes from the sensor when it knows it (an estimate), else it is learned: the
 intercept of a least-squares line of interval power against machine activity over a window of
-recent intervals, bounded by the lowest power seen; with too little spread in activity to fit a
-line, the lowest power seen.
+recent intervals (the current run's included), bounded by the lowest power seen; with too few
+points or too little spread in activity to fit a line, the lowest power seen.
 """
 
 from __future__ import annotations
@@ -87,10 +87,10 @@ class Activity:
     cpu_time_ns: int
     gpu_time_ns: int = 0
     on_gpu: bool = False
+    end_ns: int = field(init=False)  # read many times per record: kept, not a property
 
-    @property
-    def end_ns(self) -> int:
-        return self.start_ns + self.duration_ns
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "end_ns", self.start_ns + self.duration_ns)
 
 
 @dataclass
@@ -132,7 +132,11 @@ def apportion(total: int, weights: Sequence[int]) -> list[int]:
 class IdlePower:
     """Learns each sensor's idle power from recent intervals (see the module docstring)."""
 
-    MIN_SPREAD = 0.05  # of one CPU (or of the GPU) busy: less and the fit says nothing
+    # A line needs this many points, spread this much (standard deviation of the busy fraction
+    # of all CPUs, or of the GPU); a machine whose load never moves cannot tell idle from
+    # busy, and falls back on the lowest power seen (its records then get too little).
+    MIN_POINTS = 5
+    MIN_SPREAD = 0.01
 
     def __init__(self, *, window: int = 600) -> None:
         self._window = window
@@ -152,7 +156,7 @@ class IdlePower:
         xs = [x for x, _ in points]
         mean_x = sum(xs) / len(xs)
         spread = sum((x - mean_x) ** 2 for x in xs)
-        if len(points) < 3 or spread < self.MIN_SPREAD**2 * len(points):
+        if len(points) < self.MIN_POINTS or spread < self.MIN_SPREAD**2 * len(points):
             return lowest
         mean_y = sum(power for _, power in points) / len(points)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
@@ -160,7 +164,7 @@ class IdlePower:
 
 
 def attribute(
-    intervals: Iterable[Interval],
+    intervals: Sequence[Interval],
     activities: Sequence[Activity],
     sensors: Mapping[str, SensorInfo],
     idle_power: IdlePower,
@@ -168,7 +172,16 @@ def attribute(
     cpu_count: int = 1,
 ) -> Split:
     """Split every interval's energy (intervals in time order) over the activities that overlap
-    it and idle; see the module docstring."""
+    it and idle; see the module docstring. The run's intervals first teach idle_power, so that
+    even the first run has a line to go by; then each sensor's baseline holds for the run."""
+    for interval in intervals:
+        for name, counted in interval.energy.items():
+            domain = sensors[name].domain
+            idle_power.observe(name, _elapsed_ns(interval, counted), counted.energy_uj, _busy_fraction(interval, domain, cpu_count))
+    baseline_mw = {
+        name: info.idle_power_mw if info.idle_power_mw is not None else idle_power.baseline_mw(name)
+        for name, info in sensors.items()
+    }
     split = Split()
     ordered = sorted(activities, key=lambda a: a.start_ns)
     next_index = 0
@@ -180,30 +193,37 @@ def attribute(
         # Zero-length records count where they start.
         active = [a for a in active if a.end_ns > interval.t0_ns or (a.duration_ns == 0 and a.start_ns >= interval.t0_ns)]
         overlapping = [a for a in active if a.start_ns < interval.t1_ns]
-        _split_interval(interval, overlapping, sensors, idle_power, cpu_count, split)
+        _split_interval(interval, overlapping, sensors, baseline_mw, split)
     return split
+
+
+def _elapsed_ns(interval: Interval, counted: Counted) -> int:
+    return counted.elapsed_ns if counted.elapsed_ns is not None else interval.t1_ns - interval.t0_ns
+
+
+def _busy_fraction(interval: Interval, domain: str, cpu_count: int) -> float | None:
+    """How busy the machine was in the interval: the share of all CPUs, or of the GPU."""
+    dt_ns = interval.t1_ns - interval.t0_ns
+    busy_ns, capacity = (interval.gpu_busy_ns, 1) if domain in GPU_DOMAINS else (interval.cpu_busy_ns, cpu_count)
+    return busy_ns / dt_ns / capacity if busy_ns is not None and dt_ns else None
 
 
 def _split_interval(
     interval: Interval, overlapping: list[Activity], sensors: Mapping[str, SensorInfo],
-    idle_power: IdlePower, cpu_count: int, split: Split,
+    baseline_mw: Mapping[str, float], split: Split,
 ) -> None:
-    dt_ns = interval.t1_ns - interval.t0_ns
     cpu_weights = [_cpu_share(a, interval) for a in overlapping]
     on_gpu = [a for a in overlapping if a.on_gpu or a.gpu_time_ns]
     gpu_weights = [_gpu_share(a, interval) for a in on_gpu]
-    for name, (energy_uj, error_uj, elapsed_ns) in interval.energy.items():
-        info = sensors[name]
-        sensor_dt_ns = elapsed_ns if elapsed_ns is not None else dt_ns
+    for name, counted in interval.energy.items():
+        energy_uj, error_uj = counted.energy_uj, counted.error_uj
         split.measured[name] = split.measured.get(name, 0) + energy_uj
-        if info.domain in GPU_DOMAINS:
-            parties, weights, busy_ns, capacity = on_gpu, gpu_weights, interval.gpu_busy_ns, 1
+        if sensors[name].domain in GPU_DOMAINS:
+            parties, weights, busy_ns = on_gpu, gpu_weights, interval.gpu_busy_ns
         else:
-            parties, weights, busy_ns, capacity = overlapping, cpu_weights, interval.cpu_busy_ns, cpu_count
-        busy_fraction = busy_ns / dt_ns / capacity if busy_ns is not None and dt_ns else None
-        idle_power.observe(name, sensor_dt_ns, energy_uj, busy_fraction)
-        baseline_mw = info.idle_power_mw if info.idle_power_mw is not None else idle_power.baseline_mw(name)
-        baseline_uj = min(energy_uj, max(round(baseline_mw * sensor_dt_ns / 1e6), 0))  # mW * ns = 1e-6 µJ
+            parties, weights, busy_ns = overlapping, cpu_weights, interval.cpu_busy_ns
+        # mW * ns = 1e-6 µJ
+        baseline_uj = min(energy_uj, max(round(baseline_mw[name] * _elapsed_ns(interval, counted) / 1e6), 0))
         if energy_uj - baseline_uj <= 1:  # a microjoule of rounding is not activity
             baseline_uj = energy_uj
         records_weight = sum(weights)

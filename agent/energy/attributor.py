@@ -67,14 +67,20 @@ class Attributor:
     def run_once(self) -> AttributionReport:
         report = AttributionReport()
         now_ns = self._clock_ns()
+        unix_offset_ns = self._wall_ns() - now_ns
         for boot in ledger.boots_waiting(self._buffer):
             if boot == self._boot:
-                self._attribute(boot, self._watermark_ns(now_ns), self._sensors, report)
+                self._attribute(boot, self._watermark_ns(now_ns), self._sensors, unix_offset_ns, report)
                 report.let_go += ledger.let_go(self._buffer, boot, ended_before_ns=now_ns - self._max_wait_ns)
             else:
                 last_ns = ledger.last_pass_ns(self._buffer, boot)
                 if last_ns is not None:
-                    self._attribute(boot, last_ns, ledger.sensors_in(self._buffer, boot), report)
+                    # Its monotonic times are on its own clock: the wall offset it last saw, or,
+                    # if it never attributed, the latest it can have been (it ended before ours began).
+                    earlier_offset_ns = ledger.unix_offset_ns(self._buffer, boot)
+                    if earlier_offset_ns is None:
+                        earlier_offset_ns = unix_offset_ns - last_ns
+                    self._attribute(boot, last_ns, ledger.sensors_in(self._buffer, boot), earlier_offset_ns, report)
                 report.closed += ledger.close_boot(self._buffer, boot)
         if report.late or report.let_go:
             logger.warning(
@@ -94,21 +100,26 @@ class Attributor:
                 ledger.forget_long_call(self._buffer, self._boot, pid)
         return watermark_ns
 
-    def _attribute(self, boot: int, until_ns: int, sensors: Mapping[str, SensorInfo], report: AttributionReport) -> None:
+    def _attribute(
+        self, boot: int, until_ns: int, sensors: Mapping[str, SensorInfo], unix_offset_ns: int,
+        report: AttributionReport,
+    ) -> None:
         after_ns = ledger.done_until(self._buffer, boot)
-        spans = ledger.intervals(self._buffer, boot, after_ns=after_ns, until_ns=until_ns)
+        spans = ledger.intervals(self._buffer, boot, until_ns=until_ns)
         if not spans:
             return
-        done_ns = spans[-1].t1_ns
+        # The latest pass used: spans are in order of their starts, and one across a sensor's
+        # gap may end after the last of them.
+        done_ns = max(span.t1_ns for span in spans)
         waiting = ledger.waiting(self._buffer, boot, start_before_ns=done_ns)
         split = attribute(spans, [w.activity for w in waiting], sensors, self._idle, cpu_count=self._cpu_count)
         for record in waiting:
             # First seen now, though it began before time already final: its process was late.
-            if after_ns is not None and record.activity.start_ns < after_ns and not record.energy:
+            if after_ns is not None and record.activity.start_ns < after_ns and not record.seen:
                 report.late += 1
             _add_energy(record, split.records.get(record.activity.seq, {}), sensors)
         finishing = [w for w in waiting if w.activity.end_ns <= done_ns]
-        ledger.peak_memory(self._buffer, boot, finishing, margin_ns=self._period_ns)
+        ledger.peak_memory(self._buffer, boot, waiting, margin_ns=self._period_ns)
         idle: dict[tuple[str, str, str], list[int]] = {}
         for (name, method), (energy_uj, error_uj) in split.idle.items():
             parts = idle.setdefault((sensors[name].domain, sensors[name].source, method), [0, 0])
@@ -116,8 +127,8 @@ class Attributor:
             parts[1] += error_uj
         ledger.save(
             self._buffer, boot, waiting, done_ns=done_ns, interval_ns=self._period_ns, idle=idle,
-            idle_span_ns=(spans[0].t0_ns, done_ns), unix_offset_ns=self._wall_ns() - self._clock_ns(),
-            device_tags=self._device_tags,
+            idle_span_ns=(spans[0].t0_ns if after_ns is None else after_ns, done_ns),
+            unix_offset_ns=unix_offset_ns, device_tags=self._device_tags,
         )
         report.records += sum(1 for w in waiting if split.records.get(w.activity.seq))
         report.finished += len(finishing)

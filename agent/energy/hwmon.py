@@ -28,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from agent.energy.rapl import ReadText, failure_kind, read_sysfs, read_uint
 from agent.energy.sensor import DOMAIN_BOARD, DOMAIN_GPU, DOMAIN_PACKAGE, SOURCE_HWMON
 from agent.energy.sensor import PowerIntegrator, Reading, Sensor, WarnOnce
+from agent.energy.sysfs import ReadText, failure_kind, read_or_warn, read_sysfs, read_uint
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,8 @@ class EnergyCounter:
         self._total_uj = 0
 
     def read(self) -> Reading | None:
-        try:
-            raw_uj = read_uint(self.path, self._read_text)
-        except (OSError, ValueError) as err:
-            self._warn(failure_kind(err), "cannot read %s: %s", self.path, err)
+        raw_uj = read_or_warn(self.path, self._warn, self._read_text)
+        if raw_uj is None:
             return None
         t_ns = self._clock_ns()
         error_uj = 0
@@ -119,11 +117,8 @@ class PowerInput:
         self._warn = WarnOnce(sensor)
 
     def __call__(self) -> float | None:
-        try:
-            return read_uint(self.path, self._read_text) / 1000
-        except (OSError, ValueError) as err:
-            self._warn(failure_kind(err), "cannot read %s: %s", self.path, err)
-            return None
+        power_uw = read_or_warn(self.path, self._warn, self._read_text)
+        return None if power_uw is None else power_uw / 1000
 
 
 class _Channel(NamedTuple):

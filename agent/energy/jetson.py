@@ -42,6 +42,7 @@ from pathlib import Path
 
 from agent.energy.sensor import DOMAIN_BOARD, DOMAIN_CPU, DOMAIN_DRAM, DOMAIN_GPU, DOMAIN_SOC
 from agent.energy.sensor import SOURCE_JETSON, PowerIntegrator, Reading, Sensor, WarnOnce
+from agent.energy.sysfs import read_or_warn
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +85,6 @@ LAYOUTS = (
 )
 
 
-def _read_int(path: Path, warn: WarnOnce) -> int | None:
-    try:
-        raw = path.read_bytes()  # bytes: a file of garbage must not fail to decode
-    except OSError as exc:
-        warn("unreadable", "cannot read %s (%s)", path, exc.strerror or exc)
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        warn("garbage", "%s holds %r, not an integer", path, raw[:40])
-        return None
-
-
 @dataclass(frozen=True)
 class Channel:
     """Where one rail is read: (power mW,) from L4T 32's ina3221x, or (bus voltage mV,
@@ -105,7 +93,7 @@ class Channel:
     files: tuple[Path, ...]
 
     def power_mw(self, warn: WarnOnce) -> float | None:
-        values = [_read_int(path, warn) for path in self.files]
+        values = [read_or_warn(path, warn, signed=True) for path in self.files]
         if None in values:
             return None
         # An idle rail can read a few mA below zero (shunt offset): no power, not negative power.
@@ -236,7 +224,7 @@ class JetsonGpuLoad:
     def read(self) -> float | None:
         if self.path is None:
             return None
-        load_permille = _read_int(self.path, self._warn)
+        load_permille = read_or_warn(self.path, self._warn, signed=True)
         if load_permille is None:
             return None
         if not 0 <= load_permille <= 1000:

@@ -37,6 +37,7 @@ class Waiting:
     pid: int
     energy: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (domain, source, method)
     memory: Memory | None = None
+    seen: bool = False  # an earlier run attributed time to it already (with energy or not)
 
 
 def write_passes(buffer: Buffer, boot: int, passes: Iterable[Pass], sensors: Mapping[str, SensorInfo]) -> None:
@@ -71,24 +72,24 @@ def last_pass_ns(buffer: Buffer, boot: int) -> int | None:
     return buffer.query("SELECT max(t_ns) FROM activity_samples WHERE boot = ?", (boot,))[0][0]
 
 
-def intervals(buffer: Buffer, boot: int, *, after_ns: int | None, until_ns: int) -> list[Interval]:
-    """The intervals between a boot's passes in (after_ns, until_ns] (from its first pass when
-    after_ns is None), each starting at the pass before it. A sensor missing from some passes
-    gets one interval across the gap."""
-    low = -1 if after_ns is None else after_ns
+def intervals(buffer: Buffer, boot: int, *, until_ns: int) -> list[Interval]:
+    """The intervals between a boot's passes up to until_ns not attributed yet, each starting
+    at the pass before it: what save left of the samples is, per sensor, the last one already
+    attributed and those after it. A sensor missing from some passes gets one interval across
+    the gap, even when the gap spans a done mark."""
     busy = {
         t_ns: (cpu, gpu)
         for t_ns, cpu, gpu in buffer.query(
-            "SELECT t_ns, cpu_busy_ns, gpu_busy_ns FROM activity_samples WHERE boot = ? AND t_ns BETWEEN ? AND ?",
-            (boot, low, until_ns),
+            "SELECT t_ns, cpu_busy_ns, gpu_busy_ns FROM activity_samples WHERE boot = ? AND t_ns <= ?",
+            (boot, until_ns),
         )
     }
     by_span: dict[tuple[int, int], dict[str, Counted]] = defaultdict(dict)
     previous: dict[str, tuple[int, int, int]] = {}
     for sensor, t_ns, energy_uj, error_uj, read_ns in buffer.query(
         "SELECT sensor, t_ns, energy_uj, error_uj, read_ns FROM energy_samples"
-        " WHERE boot = ? AND t_ns BETWEEN ? AND ? ORDER BY sensor, t_ns",
-        (boot, low, until_ns),
+        " WHERE boot = ? AND t_ns <= ? ORDER BY sensor, t_ns",
+        (boot, until_ns),
     ):
         if sensor in previous:
             last_t_ns, last_uj, last_read_ns = previous[sensor]
@@ -115,47 +116,58 @@ def waiting(buffer: Buffer, boot: int, *, start_before_ns: int) -> list[Waiting]
     earlier runs already gave them."""
     rows = buffer.query(
         "SELECT seq, start_mono_ns, duration_ns, cpu_time_ns, gpu_time_ns, execution_provider, pid,"
-        " energy FROM records WHERE attributed = 0 AND boot = ? AND start_mono_ns < ? ORDER BY seq",
+        " energy, memory FROM records WHERE attributed = 0 AND boot = ? AND start_mono_ns < ? ORDER BY seq",
         (boot, start_before_ns),
     )
     found = []
-    for seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider, pid, energy in rows:
+    for seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider, pid, energy, memory in rows:
         activity = Activity(seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider in GPU_PROVIDERS)
         partial = {
             (domain, source, method): [energy_uj, error_uj]
             for domain, energy_uj, source, method, _, error_uj in (json.loads(energy) if energy else ())
         }
-        found.append(Waiting(activity, pid, partial))
+        so_far = Memory(*json.loads(memory)) if memory else None
+        found.append(Waiting(activity, pid, partial, so_far, seen=energy is not None))
     return found
 
 
 def peak_memory(buffer: Buffer, boot: int, records: Sequence[Waiting], *, margin_ns: int) -> None:
     """Set each record's memory to the peak RSS and GPU memory its process had in the samples
-    taken over the record's interval (widened by margin_ns, the sampling period)."""
+    taken over the record's interval (widened by margin_ns, the sampling period), keeping the
+    model's resident footprint the record came with. A record still running at the done mark
+    keeps its peak so far, and later runs raise it with the samples that come after."""
     if not records:
         return
     low = min(w.activity.start_ns for w in records) - margin_ns
     high = max(w.activity.end_ns for w in records) + margin_ns
-    samples: dict[int, list[tuple[int, int | None, int | None]]] = defaultdict(list)
+    times: dict[int, list[int]] = defaultdict(list)
+    sizes: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for pid, t_ns, rss, gpu in buffer.query(
         "SELECT pid, t_ns, rss_bytes, gpu_memory_bytes FROM memory_samples"
         " WHERE boot = ? AND t_ns BETWEEN ? AND ? ORDER BY pid, t_ns",
         (boot, low, high),
     ):
-        samples[pid].append((t_ns, rss, gpu))
+        times[pid].append(t_ns)
+        sizes[pid].append((rss or 0, gpu or 0))
+    peaks: dict[tuple[int, int, int], Memory] = {}  # records of one sampling interval share one
     for waiting_record in records:
-        series = samples.get(waiting_record.pid)
-        if not series:
+        pid = waiting_record.pid
+        if pid not in times:
             continue
-        times = [t for t, _, _ in series]
-        first = bisect_left(times, waiting_record.activity.start_ns - margin_ns)
-        last = bisect_right(times, waiting_record.activity.end_ns + margin_ns)
-        window = series[first:last]
-        if window:
-            waiting_record.memory = Memory(
-                peak_rss_bytes=max((rss or 0 for _, rss, _ in window), default=0),
-                peak_gpu_memory_bytes=max((gpu or 0 for _, _, gpu in window), default=0),
-            )
+        first = bisect_left(times[pid], waiting_record.activity.start_ns - margin_ns)
+        last = bisect_right(times[pid], waiting_record.activity.end_ns + margin_ns)
+        if first == last:
+            continue
+        key = (pid, first, last)
+        if key not in peaks:
+            window = sizes[pid][first:last]
+            peaks[key] = (max(rss for rss, _ in window), max(gpu for _, gpu in window))
+        # What earlier runs found stays: the samples before their done mark are pruned.
+        so_far = waiting_record.memory or Memory()
+        rss, gpu = peaks[key]
+        waiting_record.memory = Memory(
+            max(rss, so_far.peak_rss_bytes), max(gpu, so_far.peak_gpu_memory_bytes), so_far.model_resident_bytes
+        )
 
 
 def save(
@@ -172,10 +184,13 @@ def save(
 ) -> None:
     """Write back one attribution run, in one transaction: the energy of every record given any
     (finished when it ended by done_ns), one idle record for the span, the boot's attribution
-    mark, and the samples no longer needed (all before done_ns but the pass at it)."""
+    mark and wall-clock offset, and the samples no longer needed: those before done_ns, but for
+    each sensor's last one (the start of its next interval; a sensor missing from the pass at
+    done_ns has its last one earlier) and the busy times at those passes."""
     updates = [
         (
-            encode_energy(_shares(w.energy, interval_ns)), encode_memory(w.memory),
+            # "[]", not NULL, for none yet: later runs must tell it from a record never seen.
+            encode_energy(_shares(w.energy, interval_ns)) or "[]", encode_memory(w.memory),
             1 if w.activity.end_ns <= done_ns else 0, w.activity.seq,
         )
         for w in records
@@ -184,11 +199,24 @@ def save(
         conn.executemany("UPDATE records SET energy = ?, memory = ?, attributed = ? WHERE seq = ?", updates)
         if any(energy for energy, _ in idle.values()):
             conn.execute(_INSERT_IDLE, _idle_row(idle, idle_span_ns, interval_ns, unix_offset_ns, device_tags, boot))
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_done_key(boot), str(done_ns))
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [(_done_key(boot), str(done_ns)), (_offset_key(boot), str(unix_offset_ns))],
         )
-        for table in ("energy_samples", "activity_samples", "memory_samples"):
-            conn.execute(f"DELETE FROM {table} WHERE boot = ? AND t_ns < ?", (boot, done_ns))
+        last_used = conn.execute(
+            "SELECT sensor, max(t_ns) FROM energy_samples WHERE boot = ? AND t_ns <= ? GROUP BY sensor",
+            (boot, done_ns),
+        ).fetchall()
+        conn.executemany(
+            "DELETE FROM energy_samples WHERE boot = ? AND t_ns < ? AND sensor = ?",
+            [(boot, t_ns, sensor) for sensor, t_ns in last_used],
+        )
+        conn.execute(
+            "DELETE FROM activity_samples WHERE boot = ?1 AND t_ns < ?2"
+            " AND t_ns NOT IN (SELECT t_ns FROM energy_samples WHERE boot = ?1)",
+            (boot, done_ns),
+        )
+        conn.execute("DELETE FROM memory_samples WHERE boot = ? AND t_ns < ?", (boot, done_ns))
 
 
 def long_calls(buffer: Buffer, boot: int) -> list[tuple[int, int]]:
@@ -219,7 +247,7 @@ def close_boot(buffer: Buffer, boot: int) -> int:
         ).rowcount
         for table in ("energy_samples", "activity_samples", "memory_samples"):
             conn.execute(f"DELETE FROM {table} WHERE boot = ?", (boot,))
-        conn.execute("DELETE FROM meta WHERE key = ?", (_done_key(boot),))
+        conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_done_key(boot), _offset_key(boot)))
     return closed
 
 
@@ -228,8 +256,19 @@ def done_until(buffer: Buffer, boot: int) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
+def unix_offset_ns(buffer: Buffer, boot: int) -> int | None:
+    """Wall minus monotonic time in a boot, as its last attribution run saw it (None before
+    any): an earlier boot's monotonic times mean nothing on this boot's clocks."""
+    rows = buffer.query("SELECT value FROM meta WHERE key = ?", (_offset_key(boot),))
+    return int(rows[0][0]) if rows else None
+
+
 def _done_key(boot: int) -> str:
     return f"energy_done_until:{boot}"
+
+
+def _offset_key(boot: int) -> str:
+    return f"energy_unix_offset:{boot}"
 
 
 def _shares(parts: Mapping[tuple[str, str, str], list[int]], interval_ns: int) -> list[EnergyShare]:

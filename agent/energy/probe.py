@@ -73,7 +73,7 @@ def _cpu_side(config: AgentConfig, roots: Roots, cpu: CpuActivity, wanted: set[s
     for family, find in (("jetson", _jetson), ("rapl", _rapl), ("hwmon", _hwmon)):
         if family in wanted or (auto and not found):
             result = find(roots)
-            if result is not None and result[1]:
+            if result is not None and result[0]:
                 found.append((family, *result))
     if "estimate" in wanted or (auto and not found):
         model = PowerModel(config.idle_w_per_cpu, config.max_w_per_cpu, config.w_per_memory_gb)
@@ -91,7 +91,7 @@ def _gpu_side(config: AgentConfig, wanted: set[str], auto: bool) -> list[Found]:
     found: list[Found] = []
     if "nvml" in wanted or auto:
         result = _nvml()
-        if result is not None and result[1]:
+        if result is not None and result[0]:
             found.append(("nvml", *result))
     if config.triton_metrics_url and ("triton" in wanted or (auto and not found)):
         from agent.energy.triton import probe_triton
@@ -123,7 +123,7 @@ def _hwmon(roots: Roots):
 
 
 def _nvml():
-    from agent.energy import nvidia
+    from agent.energy import nvidia, nvml_usage
 
     nvml = nvidia.pynvml_or_none()
     sensors = nvidia.probe_nvml(nvml) if nvml is not None else []
@@ -131,8 +131,8 @@ def _nvml():
         return None
     return (
         sensors,
-        functools.partial(nvidia.utilization_fraction, nvml),
-        functools.partial(nvidia.memory_by_pid, nvml),
+        functools.partial(nvml_usage.utilization_fraction, nvml),
+        functools.partial(nvml_usage.memory_by_pid, nvml),
     )
 
 

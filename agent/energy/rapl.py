@@ -24,7 +24,6 @@ only; the probe says so once, with the fix, and leaves those zones out.
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import time
@@ -42,6 +41,7 @@ from agent.energy.sensor import (
     WarnOnce,
     WrappingCounter,
 )
+from agent.energy.sysfs import ReadText, failure_kind, read_or_warn, read_sysfs, read_uint
 
 logger = logging.getLogger(__name__)
 
@@ -67,30 +67,6 @@ PERMISSION_HELP = (
     "until then these zones are left out"
 )
 _ZONE = re.compile(r"(?P<type>[a-z][a-z-]*)(?::\d+)+")
-
-ReadText = Callable[[Path], str]
-
-
-def read_sysfs(path: Path) -> str:
-    return path.read_text(encoding="ascii")
-
-
-def read_uint(path: Path, read_text: ReadText) -> int:
-    """An unsigned decimal attribute; OSError when unreadable, ValueError for anything else."""
-    text = read_text(path).strip()
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"not a counter value: {text[:40]!r}")
-    return int(text)
-
-
-def failure_kind(err: OSError | ValueError) -> str:
-    """The kind of failure, for WarnOnce. Only EACCES is a file's permissions; a driver that
-    refuses a read (EPERM, e.g. a device asleep) is an I/O failure."""
-    if isinstance(err, FileNotFoundError):
-        return "missing"
-    if isinstance(err, OSError) and err.errno == errno.EACCES:
-        return "denied"
-    return "garbage" if isinstance(err, ValueError) else "io"
 
 
 class RaplSensor:
@@ -120,14 +96,16 @@ class RaplSensor:
         self._started = False
 
     def read(self) -> Reading | None:
-        try:
-            raw_uj = read_uint(self.energy_path, self._read_text)
-            if raw_uj > self._max_energy_uj:
-                raise ValueError(f"{raw_uj} is above max_energy_range_uj {self._max_energy_uj}")
-        except (OSError, ValueError) as err:
-            # The hardware counter runs on while the file is away: a zone that comes back
-            # resumes from the last value seen, the gap counted.
-            self._warn(failure_kind(err), "cannot read %s: %s", self.energy_path, err)
+        # The hardware counter runs on while the file is away: a zone that comes back resumes
+        # from the last value seen, the gap counted.
+        raw_uj = read_or_warn(self.energy_path, self._warn, self._read_text)
+        if raw_uj is None:
+            return None
+        if raw_uj > self._max_energy_uj:
+            self._warn(
+                "garbage", "cannot read %s: %d is above max_energy_range_uj %d",
+                self.energy_path, raw_uj, self._max_energy_uj,
+            )
             return None
         t_ns = self._clock_ns()
         energy_uj = self._counter.update(raw_uj)

@@ -95,3 +95,68 @@ def test_the_shipped_example_config_is_valid():
     config = load_config(example, env={})
     assert config.buffer_path == Path("/var/lib/infermeter/buffer.db")
     assert config.collector_address == "collector.example.com:50051"
+
+
+ENERGY = """
+[energy]
+enabled = false
+sensors = ["rapl", "nvml"]
+sample_period_s = 0.5
+slack_s = 2
+triton_metrics_url = "http://localhost:8002/metrics"
+[energy.estimate]
+idle_w_per_cpu = 1
+max_w_per_cpu = 4.5
+w_per_memory_gb = 0.5
+"""
+
+
+def test_energy_tables(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text(ENERGY)
+    config = load_config(path, env={})
+    assert (config.energy_enabled, config.energy_sensors) == (False, ("rapl", "nvml"))
+    assert (config.sample_period_s, config.attribution_slack_s) == (0.5, 2.0)
+    assert config.triton_metrics_url == "http://localhost:8002/metrics"
+    assert (config.idle_w_per_cpu, config.max_w_per_cpu, config.w_per_memory_gb) == (1.0, 4.5, 0.5)
+    assert type(config.idle_w_per_cpu) is float
+
+
+def test_energy_defaults_sample_every_sensor_found():
+    config = AgentConfig()
+    assert (config.energy_enabled, config.energy_sensors, config.sample_period_s) == (True, ("auto",), 0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[energy]\nsampling = 1", "unknown key energy.sampling"),
+        ("[energy.estimate]\ntdp_w = 1", "unknown key energy.estimate.tdp_w"),
+        ("[energy]\nestimate = 3", "unknown key energy.estimate"),
+        ("[energy]\nenabled = 'yes'", "energy.enabled must be true or false"),
+        ("[energy]\nsensors = 'auto'", "energy.sensors must be a list of strings"),
+        ("[energy]\nsensors = ['rapl', 3]", "energy.sensors must be a list of strings"),
+        ("[energy]\nsensors = ['rapl', 'nvidia']", "unknown sensor family 'nvidia'"),
+        ("[energy]\nsample_period_s = 'fast'", "energy.sample_period_s must be a float"),
+        ("[energy]\nsample_period_s = 0.001", "sample_period_s must be from 0.01 to 60 seconds"),
+        ("[energy]\nsample_period_s = 61", "sample_period_s must be from 0.01 to 60 seconds"),
+        ("[energy]\nslack_s = -1", "energy.slack_s must not be negative"),
+        ("[energy]\ntriton_metrics_url = 8002", "energy.triton_metrics_url must be a str"),
+        ("[energy.estimate]\nidle_w_per_cpu = nan", "energy.estimate.idle_w_per_cpu must be a finite number"),
+        ("[energy.estimate]\nmax_w_per_cpu = inf", "energy.estimate.max_w_per_cpu must be a finite number"),
+        ("[energy.estimate]\nw_per_memory_gb = true", "energy.estimate.w_per_memory_gb must be a float"),
+        ("[energy.estimate]\nidle_w_per_cpu = 5", "max_w_per_cpu must not be below idle_w_per_cpu"),
+    ],
+)
+def test_bad_energy_settings_name_the_key(tmp_path, text, message):
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize("period_s", [0.01, 60])
+def test_sample_period_bounds_are_inclusive(tmp_path, period_s):
+    path = tmp_path / "agent.toml"
+    path.write_text(f"[energy]\nsample_period_s = {period_s}")
+    assert load_config(path, env={}).sample_period_s == period_s

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sqlite3
 import time
 
 import pytest
 
-from agent.buffer import SCHEMA_VERSION, Buffer, BufferError, row_from_record
+from agent.buffer import APPEND_COLUMNS, MIGRATIONS, SCHEMA_VERSION, Buffer, BufferError, row_from_record
 from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
 
 
@@ -109,6 +110,41 @@ def test_another_sqlite_file_is_not_taken_over(tmp_path):
     with pytest.raises(BufferError, match="not an infermeter buffer"):
         Buffer.open(path)
     assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
+
+
+def _schema_1_buffer(path, records: list[UsageRecord], stream_id: str) -> None:
+    """A buffer file as infermeter wrote it before energy attribution (schema 1)."""
+    columns = APPEND_COLUMNS[:-3]  # schema 1 had no start_mono_ns, boot, attributed
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO meta (key, value) VALUES ('stream_id', ?), ('created_unix_ns', '1')", (stream_id,))
+    conn.executemany(
+        f"INSERT INTO records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [row_from_record(record)[: len(columns)] for record in records],
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_a_schema_1_buffer_keeps_its_records_and_stream_and_ships_them_as_attributed(tmp_path, caplog):
+    path = tmp_path / "old.db"
+    old = [
+        make_record(i, seq=i + 1, energy=(EnergyShare("cpu", 12, "rapl", "cpu-time", 100, 1),) if i else ())
+        for i in range(3)
+    ]
+    _schema_1_buffer(path, old, "0123456789abcdef0123456789abcdef")
+    caplog.set_level(logging.INFO, logger="agent.buffer")
+
+    with Buffer.open(path) as buffer:
+        assert buffer.stream_id == "0123456789abcdef0123456789abcdef"
+        assert buffer.read() == old
+        assert buffer.read(attributed_only=True) == old
+        assert buffer.query("SELECT start_mono_ns, boot, attributed FROM records") == [(None, 0, 1)] * 3
+        assert buffer.query("SELECT count(*) FROM writers") == [(0,)]
+        assert buffer.append([row_from_record(make_record())]) == 4
+
+    assert "schema 1 -> 2" in caplog.text
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
 
 
 def test_garbage_file_is_a_clear_error(tmp_path):

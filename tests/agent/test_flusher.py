@@ -31,17 +31,17 @@ def _flusher_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "infermeter-flusher"]
 
 
-def test_a_meter_does_no_io_and_starts_no_thread_until_the_first_record(tmp_path):
+def test_a_meter_starts_its_thread_with_the_first_span_and_does_no_io_until_the_first_record(tmp_path):
     buffer_path = tmp_path / "not-yet" / "buffer.db"
     threads_before = _flusher_threads()
 
     meter = Meter(buffer_path)
-    meter.span("step")
-    assert not buffer_path.parent.exists()
     assert _flusher_threads() == threads_before
+    meter.span("step")  # the thread starts, to watch for a long first call
+    assert len(_flusher_threads()) == len(threads_before) + 1
+    assert not buffer_path.parent.exists()
 
     _spans(meter, 1)
-    assert len(_flusher_threads()) == len(threads_before) + 1
     assert meter.flush()
     assert len(read_records(buffer_path)) == 1
 

@@ -266,3 +266,36 @@ def test_bad_meter_tags_fail_at_construction(buffer_path):
 def test_a_metered_session_is_not_wrapped_twice(meter, tiny_session):
     with pytest.raises(ValueError, match="metered already"):
         meter.wrap_onnx(meter.wrap_onnx(tiny_session))
+
+
+def test_load_onnx_measures_what_loading_added_and_every_record_carries_it(meter, tmp_path):
+    # 32 MB of weights: loading them raises the process's RSS by at least that much, whatever
+    # memory the allocator had free before.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.random.default_rng(0).random((2048, 4096), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2048])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], initializer=[weights],
+    )
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+    metered = meter.load_onnx(path, providers=["CPUExecutionProvider"], version="1")
+    for _ in range(2):
+        metered.run(None, {"x": np.ones((1, 2048), np.float32)})
+    meter.flush()
+
+    records = read_records(meter.buffer_path)
+    assert [(r.model, r.model_version) for r in records] == [("big", "1")] * 2
+    resident = {r.memory.model_resident_bytes for r in records}
+    assert len(resident) == 1 and resident.pop() >= 32 * 2**20
+    assert all(r.memory.peak_rss_bytes == 0 for r in records)  # the daemon samples those
+
+
+def test_wrap_onnx_refuses_a_bad_resident_size(meter, tiny_session):
+    for bad in (-1, 1.5, "10"):
+        with pytest.raises(ValueError, match="model_resident_bytes"):
+            meter.wrap_onnx(tiny_session, model_resident_bytes=bad)

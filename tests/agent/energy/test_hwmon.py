@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from agent.energy.hwmon import EnergyCounter, probe_hwmon
-from agent.energy.rapl import read_sysfs
 from agent.energy.sensor import (
     DOMAIN_BOARD,
     DOMAIN_GPU,
@@ -30,6 +29,7 @@ from agent.energy.sensor import (
     PowerIntegrator,
     Reading,
 )
+from agent.energy.sysfs import read_sysfs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs"
 HWMON = "class/hwmon"

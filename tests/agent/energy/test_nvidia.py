@@ -11,23 +11,28 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.energy import nvidia
-from agent.energy.nvidia import (
-    GpuProcess,
-    GpuUtilization,
+from agent.energy.nvidia import probe_nvml
+from agent.energy.nvml import (
+    ERROR_CODES,
+    NVML_ERROR_FUNCTION_NOT_FOUND,
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_UNKNOWN,
     NvmlError,
     PynvmlNvml,
-    RecordedNvml,
+)
+from agent.energy.nvml_recorded import RecordedNvml
+from agent.energy.nvml_usage import (
+    GpuProcess,
+    GpuUtilization,
     gpu_processes,
     gpu_utilization,
     memory_by_pid,
-    probe_nvml,
     utilization_fraction,
 )
 from agent.energy.sensor import DOMAIN_GPU, SOURCE_NVML, Reading, WarnOnce
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "nvml"
-LOGGERS = {"agent.energy.nvidia", "agent.energy.sensor"}
+LOGGERS = {"agent.energy.nvidia", "agent.energy.nvml_usage", "agent.energy.sensor"}
 
 
 class FakeClock:
@@ -225,7 +230,7 @@ def test_the_real_pynvml_path_never_raises(caplog):
 
 def test_the_error_codes_are_nvmls():
     pynvml = pytest.importorskip("pynvml")
-    for name, code in nvidia.ERROR_CODES.items():
+    for name, code in ERROR_CODES.items():
         assert getattr(pynvml, name) == code
 
 
@@ -248,13 +253,13 @@ def test_pynvml_failures_come_out_as_nvml_errors():
     )
     with pytest.raises(NvmlError) as lost_error:
         facade.power_usage_mw(object())
-    assert lost_error.value.code == nvidia.NVML_ERROR_GPU_IS_LOST
+    assert lost_error.value.code == NVML_ERROR_GPU_IS_LOST
     with pytest.raises(NvmlError) as unknown:
         facade.total_energy_mj(object())
-    assert unknown.value.code == nvidia.NVML_ERROR_UNKNOWN
+    assert unknown.value.code == NVML_ERROR_UNKNOWN
     with pytest.raises(NvmlError) as missing:
         facade.mig_mode(object())  # a binding without the call
-    assert missing.value.code == nvidia.NVML_ERROR_FUNCTION_NOT_FOUND
+    assert missing.value.code == NVML_ERROR_FUNCTION_NOT_FOUND
     assert facade.uuid(object()) == "GPU-bytes"
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.energy.rapl import RaplSensor, probe_rapl, read_sysfs
+from agent.energy.rapl import RaplSensor, probe_rapl
 from agent.energy.sensor import DOMAIN_BOARD, DOMAIN_DRAM, DOMAIN_PACKAGE, SOURCE_RAPL, Reading
+from agent.energy.sysfs import read_sysfs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs"
 POWERCAP = "class/powercap"
