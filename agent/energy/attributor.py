@@ -9,7 +9,8 @@ so far and gets the rest in later runs; one that arrives after time it overlaps 
 process was stalled for longer than the slack) gets energy only for what was not, and is
 counted as late. Records that have waited `max_wait_ns` (no samples came: the sampler is
 failing) are let go with the energy they have, so that shipping never stalls on attribution.
-Records of an earlier boot are finished with that boot's samples.
+Records of an earlier boot are finished with that boot's samples. Idle energy is gathered into
+one idle record per `idle_record_ns` (a minute), not one per run.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Attributor:
         sample_period_ns: int,
         device_tags: Mapping[str, str] | None = None,
         slack_ns: int = 1_000_000_000,
+        idle_record_ns: int = 60_000_000_000,
         max_wait_ns: int = 60_000_000_000,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
@@ -59,6 +61,7 @@ class Attributor:
         self._period_ns = sample_period_ns
         self._device_tags = dict(device_tags or {})
         self._slack_ns = slack_ns
+        self._idle_record_ns = idle_record_ns
         self._max_wait_ns = max_wait_ns
         self._clock_ns = clock_ns
         self._wall_ns = wall_ns
@@ -81,7 +84,11 @@ class Attributor:
                     if earlier_offset_ns is None:
                         earlier_offset_ns = unix_offset_ns - last_ns
                     self._attribute(boot, last_ns, ledger.sensors_in(self._buffer, boot), earlier_offset_ns, report)
-                report.closed += ledger.close_boot(self._buffer, boot)
+                report.closed += ledger.close_boot(
+                    self._buffer, boot, interval_ns=self._period_ns,
+                    unix_offset_ns=ledger.unix_offset_ns(self._buffer, boot) or unix_offset_ns,
+                    device_tags=self._device_tags,
+                )
         if report.late or report.let_go:
             logger.warning(
                 "energy attribution: %d record(s) arrived late, %d let go without samples",
@@ -128,7 +135,7 @@ class Attributor:
         ledger.save(
             self._buffer, boot, waiting, done_ns=done_ns, interval_ns=self._period_ns, idle=idle,
             idle_span_ns=(spans[0].t0_ns if after_ns is None else after_ns, done_ns),
-            unix_offset_ns=unix_offset_ns, device_tags=self._device_tags,
+            unix_offset_ns=unix_offset_ns, device_tags=self._device_tags, idle_record_ns=self._idle_record_ns,
         )
         report.records += sum(1 for w in waiting if split.records.get(w.activity.seq))
         report.finished += len(finishing)

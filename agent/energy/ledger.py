@@ -10,6 +10,7 @@ of the processes that meter, all under the pass's time.
 from __future__ import annotations
 
 import json
+import sqlite3
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -181,11 +182,13 @@ def save(
     idle_span_ns: tuple[int, int],
     unix_offset_ns: int,
     device_tags: Mapping[str, str],
+    idle_record_ns: int = 0,
 ) -> None:
     """Write back one attribution run, in one transaction: the energy of every record given any
-    (finished when it ended by done_ns), one idle record for the span, the boot's attribution
-    mark and wall-clock offset, and the samples no longer needed: those before done_ns, but for
-    each sensor's last one (the start of its next interval; a sensor missing from the pass at
+    (finished when it ended by done_ns); the idle energy, added to the boot's open idle span,
+    which becomes an idle record once it covers idle_record_ns; the boot's attribution mark and
+    wall-clock offset; and the samples no longer needed: those before done_ns, but for each
+    sensor's last one (the start of its next interval; a sensor missing from the pass at
     done_ns has its last one earlier) and the busy times at those passes."""
     updates = [
         (
@@ -197,8 +200,11 @@ def save(
     ]
     with buffer.transaction() as conn:
         conn.executemany("UPDATE records SET energy = ?, memory = ?, attributed = ? WHERE seq = ?", updates)
-        if any(energy for energy, _ in idle.values()):
-            conn.execute(_INSERT_IDLE, _idle_row(idle, idle_span_ns, interval_ns, unix_offset_ns, device_tags, boot))
+        span_ns, idle = _open_idle(conn, boot, idle, idle_span_ns)
+        if span_ns[1] - span_ns[0] >= idle_record_ns:
+            _write_idle(conn, boot, idle, span_ns, interval_ns, unix_offset_ns, device_tags)
+        else:
+            _keep_idle(conn, boot, idle, span_ns)
         conn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [(_done_key(boot), str(done_ns)), (_offset_key(boot), str(unix_offset_ns))],
@@ -238,16 +244,22 @@ def let_go(buffer: Buffer, boot: int, *, ended_before_ns: int) -> int:
         return conn.execute(f"UPDATE records SET attributed = 1 WHERE seq IN (SELECT seq {query})", (boot, ended_before_ns)).rowcount
 
 
-def close_boot(buffer: Buffer, boot: int) -> int:
-    """Mark a past boot's remaining waiting records as done with the energy they have, and drop
-    its samples: no more of them will come. The records so closed."""
+def close_boot(
+    buffer: Buffer, boot: int, *, interval_ns: int, unix_offset_ns: int, device_tags: Mapping[str, str]
+) -> int:
+    """Mark a past boot's remaining waiting records as done with the energy they have, write
+    its open idle span as an idle record, and drop its samples: no more of them will come.
+    The records so closed."""
     with buffer.transaction() as conn:
         closed = conn.execute(
             "UPDATE records SET attributed = 1 WHERE attributed = 0 AND boot = ?", (boot,)
         ).rowcount
+        span_ns, idle = _open_idle(conn, boot, {}, None)
+        if idle:
+            _write_idle(conn, boot, idle, span_ns, interval_ns, unix_offset_ns, device_tags)
         for table in ("energy_samples", "activity_samples", "memory_samples"):
             conn.execute(f"DELETE FROM {table} WHERE boot = ?", (boot,))
-        conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (_done_key(boot), _offset_key(boot)))
+        conn.execute("DELETE FROM meta WHERE key IN (?, ?, ?)", (_done_key(boot), _offset_key(boot), _idle_key(boot)))
     return closed
 
 
@@ -269,6 +281,48 @@ def _done_key(boot: int) -> str:
 
 def _offset_key(boot: int) -> str:
     return f"energy_unix_offset:{boot}"
+
+
+def _idle_key(boot: int) -> str:
+    return f"energy_idle:{boot}"
+
+
+IdleParts = dict[tuple[str, str, str], list[int]]
+
+
+def _open_idle(
+    conn: sqlite3.Connection, boot: int, idle: Mapping[tuple[str, str, str], list[int]],
+    span_ns: tuple[int, int] | None,
+) -> tuple[tuple[int, int], IdleParts]:
+    """The boot's open idle span with idle (over span_ns) added: its (start, end), its parts."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_idle_key(boot),)).fetchone()
+    if row is None:
+        return span_ns or (0, 0), {key: list(parts) for key, parts in idle.items()}
+    kept = json.loads(row[0])
+    parts: IdleParts = {(d, s, m): [e, err] for d, s, m, e, err in kept["parts"]}
+    for key, (energy_uj, error_uj) in idle.items():
+        total = parts.setdefault(key, [0, 0])
+        total[0] += energy_uj
+        total[1] += error_uj
+    end_ns = span_ns[1] if span_ns is not None else kept["end_ns"]
+    return (kept["start_ns"], end_ns), parts
+
+
+def _keep_idle(conn: sqlite3.Connection, boot: int, idle: IdleParts, span_ns: tuple[int, int]) -> None:
+    value = json.dumps({
+        "start_ns": span_ns[0], "end_ns": span_ns[1],
+        "parts": [[d, s, m, e, err] for (d, s, m), (e, err) in sorted(idle.items())],
+    })
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_idle_key(boot), value))
+
+
+def _write_idle(
+    conn: sqlite3.Connection, boot: int, idle: IdleParts, span_ns: tuple[int, int], interval_ns: int,
+    unix_offset_ns: int, device_tags: Mapping[str, str],
+) -> None:
+    conn.execute("DELETE FROM meta WHERE key = ?", (_idle_key(boot),))
+    if any(energy for energy, _ in idle.values()):
+        conn.execute(_INSERT_IDLE, _idle_row(idle, span_ns, interval_ns, unix_offset_ns, device_tags, boot))
 
 
 def _shares(parts: Mapping[tuple[str, str, str], list[int]], interval_ns: int) -> list[EnergyShare]:

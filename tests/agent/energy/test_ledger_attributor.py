@@ -133,10 +133,12 @@ class Machine:
         return self.now_ns + self.wall_offset_ns
 
     def attributor(self, buffer: Buffer | None = None, **knobs) -> Attributor:
+        """An attributor on the machine's clocks; its idle energy becomes an idle record at
+        every run unless idle_record_ns says otherwise."""
         return Attributor(
             buffer or self.buffer, self.sampler.infos, boot=self.boot, cpu_count=4,
             sample_period_ns=STEP_MS * MS, device_tags=DEVICE_TAGS, clock_ns=self.clock_ns,
-            wall_ns=self.wall_ns, **knobs,
+            wall_ns=self.wall_ns, **{"idle_record_ns": 0, **knobs},
         )
 
     def play(self, calls: Iterable[Call], *, until_ms: int, other_busy_ms: Mapping[int, int] | None = None) -> None:
@@ -570,3 +572,36 @@ def test_records_a_meter_writes_get_their_energy(tmp_path, buffer):
     (record,) = [r for r in buffer.read() if r.kind is Kind.SPAN]
     assert record.energy_uj == 50 * PACKAGE_UJ_PER_BUSY_MS
     assert record.start_unix_ns == T0_NS + 1250 * MS + FakeClock.WALL_START_NS
+
+
+def idle_records(buffer: Buffer) -> list[tuple[int, int]]:
+    return buffer.query(f"SELECT start_mono_ns, duration_ns FROM records WHERE kind = {int(Kind.IDLE)}")
+
+
+def test_idle_energy_gathers_into_one_record_per_idle_span_and_stays_conserved(machine, buffer):
+    attributor = machine.attributor(idle_record_ns=3000 * MS)
+    for until_ms in (1500, 2500, 3500):  # three runs, the span open across them
+        machine.play([], until_ms=until_ms)
+        attributor.run_once()
+    assert idle_records(buffer) == []
+
+    machine.play([], until_ms=4500)
+    attributor.run_once()
+
+    assert idle_records(buffer) == [(ms(0), 3500 * MS)]
+    assert_conserved(machine, buffer)  # the whole span's idle energy, in that one record
+    machine.play([], until_ms=5500)
+    attributor.run_once()
+    assert len(idle_records(buffer)) == 1  # a new span is open, not yet a record
+
+
+def test_a_closed_boot_writes_its_open_idle_span(tmp_path, buffer):
+    earlier = Machine(tmp_path, buffer, boot=0x0FED, name="proc-earlier")
+    earlier.play([], until_ms=2000)
+    earlier.attributor(idle_record_ns=60_000 * MS).run_once()
+    assert idle_records(buffer) == []
+
+    Machine(tmp_path, buffer, name="proc-now").attributor(idle_record_ns=60_000 * MS).run_once()
+
+    assert idle_records(buffer) == [(ms(0), 2000 * MS)]  # up to that boot's last pass
+    assert energy_by_domain(buffer)[DOMAIN_PACKAGE] == earlier.counted(DOMAIN_PACKAGE, T0_NS, ms(2000))
