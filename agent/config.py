@@ -22,6 +22,7 @@ command-line overrides (in that order of precedence, last wins). Everything else
     sensors = ["auto"]           # or any of: rapl, jetson, hwmon, nvml, triton, estimate
     sample_period_s = 0.1
     slack_s = 1.0                # how far behind the newest sample attribution stays
+    idle_record_s = 60           # idle energy is gathered into one idle record this often
     triton_metrics_url = ""      # a local Triton server's metrics, e.g. http://localhost:8002/metrics
 
     [energy.estimate]            # the power model where no sensor can be read
@@ -70,6 +71,7 @@ class AgentConfig:
     energy_sensors: tuple[str, ...] = ("auto",)
     sample_period_s: float = 0.1
     attribution_slack_s: float = 1.0
+    idle_record_s: float = 60.0
     triton_metrics_url: str = ""
     idle_w_per_cpu: float = 0.74
     max_w_per_cpu: float = 3.5
@@ -111,6 +113,7 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
         "sensors": ("energy_sensors", tuple),
         "sample_period_s": ("sample_period_s", float),
         "slack_s": ("attribution_slack_s", float),
+        "idle_record_s": ("idle_record_s", float),
         "triton_metrics_url": ("triton_metrics_url", str),
     },
     "energy.estimate": {

@@ -37,7 +37,7 @@ class EnergyService:
         attributor = Attributor(
             buffer, sampler.infos, boot=boot, cpu_count=setup.cpu.cpu_count(),
             sample_period_ns=round(config.sample_period_s * 1e9), device_tags=config.tags,
-            slack_ns=round(config.attribution_slack_s * 1e9),
+            slack_ns=round(config.attribution_slack_s * 1e9), idle_record_ns=round(config.idle_record_s * 1e9),
         )
         return cls(sampler, attributor, sampler_buffer)
 

@@ -89,6 +89,8 @@ def _write_agent_config(workdir: Path, grpc_address: str, token: str) -> Path:
         f'buffer = "{workdir / "buffer.db"}"\n\n'
         f'[collector]\naddress = "{grpc_address}"\ntoken_file = "{token_file}"\n\n'
         "[shipper]\ninterval_s = 0.2\nbackoff_initial_s = 0.1\nbackoff_max_s = 2\n"
+        # A short demo: its idle energy in a record at every attribution round, not a minute.
+        "[energy]\nidle_record_s = 0\n"
     )
     return config
 

@@ -52,6 +52,7 @@ class Deployment:
             f'buffer = "{self.buffer_path}"\n[collector]\naddress = "{self.grpc_address}"\n'
             f'token_file = "{token_file}"\ntimeout_s = 5\n'
             "[shipper]\nbatch_size = 200\ninterval_s = 0.1\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\n"
+            "[energy]\nidle_record_s = 0\n"
         )
         self.collector: processes.Collector | None = None
         self.agent = None
