@@ -1,5 +1,6 @@
 """Shared pieces of the collector's server tests: the servers on loopback in a background
-thread, records and batches to push, and a small JSON Schema check for the OpenAPI document."""
+thread, records and batches to push, and a small JSON Schema check for the OpenAPI document.
+(The `store` and `servers` fixtures over them are in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -8,29 +9,14 @@ import re
 import threading
 from concurrent.futures import Future
 
-import pytest
 from infermeter.v1 import ingest_pb2, usage_pb2
 
 from agent.codec import record_to_proto
 from agent.record import EnergyShare, Kind, UsageRecord
 from collector.server import Servers, start_servers
-from collector.store import Store
 
 STREAM_ID = "0123456789abcdef0123456789abcdef"
 START_UNIX_NS = 1_795_000_000 * 10**9  # 2026-11-18T11:06:40Z
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'collector.db'}")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def servers(store):
-    with ServersThread(store) as running:
-        yield running
 
 
 class ServersThread:

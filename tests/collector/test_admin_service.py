@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from infermeter.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
 
-from tests.collector.helpers import make_record, push_request, servers, store  # noqa: F401
+from tests.collector.helpers import make_record, push_request
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from infermeter.v1 import ingest_pb2_grpc
 from collector.http_api import OPENAPI_PATH, make_app
 from collector.params import QueryError, parse_time_ns
 from collector.store import Store, StoreUnavailable
-from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request, schema_errors, servers, store  # noqa: F401
+from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request, schema_errors
 
 DOCUMENT = json.loads(OPENAPI_PATH.read_text())
 

@@ -22,7 +22,7 @@ from infermeter.v1 import ingest_pb2_grpc
 from requests.structures import CaseInsensitiveDict
 
 from collector.http_api import OPENAPI_PATH
-from tests.collector.helpers import START_UNIX_NS, make_record, push_request, schema_errors, servers, store  # noqa: F401
+from tests.collector.helpers import START_UNIX_NS, make_record, push_request, schema_errors
 
 EXAMPLES = 1000
 CONFIG = schemathesis.Config.from_dict({

@@ -9,7 +9,7 @@ from infermeter.v1 import ingest_pb2, ingest_pb2_grpc, usage_pb2
 
 from agent.record import INT64_MAX
 from collector.store import Store, StoreUnavailable
-from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request, servers, store  # noqa: F401
+from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request
 
 PUSH = "/infermeter.v1.Ingest/Push"
 

@@ -15,10 +15,8 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
 from agent.energy.hwmon import EnergyCounter, probe_hwmon
 from agent.energy.sensor import (
@@ -31,36 +29,14 @@ from agent.energy.sensor import (
 )
 from agent.energy.sysfs import read_sysfs
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs"
 HWMON = "class/hwmon"
 S = 1_000_000_000  # ns
 
 
-class FakeClock:
-    """CLOCK_MONOTONIC that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
-@pytest.fixture
-def sysfs(tmp_path: Path) -> Callable[[str], Path]:
-    """A writable copy of a fixture tree (links kept as links), to change values in."""
-
-    def copy(name: str) -> Path:
-        root = tmp_path / name
-        shutil.copytree(FIXTURES / name, root, symlinks=True)
-        return root
-
-    return copy
 
 
 def write(path: Path, value: int | str) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.agent.energy.conftest import SYSFS_FIXTURES, MonotonicClock
 from agent.energy.jetson import LAYOUTS, JetsonGpuLoad, probe_jetson
 from agent.energy.sensor import (
     DOMAIN_BOARD,
@@ -23,7 +22,6 @@ from agent.energy.sensor import (
     Sensor,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs"
 NANO = "bus/i2c/drivers/ina3221x/6-0040/iio:device0"  # rails 0 POM_5V_IN, 1 GPU, 2 CPU
 XAVIER_NX = "bus/i2c/drivers/ina3221x/7-0040/iio:device0"  # 0 VDD_IN, 1 CPU_GPU_CV, 2 SOC
 ORIN_40 = "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"  # 1 GPU_SOC, 2 CPU_CV, 3 VIN_SYS_5V0
@@ -31,31 +29,10 @@ ORIN_41 = "bus/i2c/drivers/ina3221/1-0041/hwmon/hwmon4"  # 1 NC, 2 VDDQ_VDD2_1V8
 S = 1_000_000_000  # ns
 
 
-class FakeClock:
-    """CLOCK_MONOTONIC that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
-@pytest.fixture
-def board(tmp_path: Path) -> Callable[[str], Path]:
-    """A writable copy of a fixture tree, to change values and remove files in."""
-
-    def copy(name: str) -> Path:
-        root = tmp_path / name
-        shutil.copytree(FIXTURES / name, root)
-        return root
-
-    return copy
 
 
 def write(root: Path, path: str, value: object) -> None:
@@ -119,7 +96,7 @@ def make_hwmon(root: Path, device: str, rails: list[tuple[str, int, int]]) -> Pa
     ],
 )
 def test_each_layout_gives_disjoint_rails_and_the_rest_of_the_feeder(fixture, expected):
-    sensors = probe_jetson(FIXTURES / fixture, clock_ns=FakeClock())
+    sensors = probe_jetson(SYSFS_FIXTURES / fixture, clock_ns=MonotonicClock())
     assert {sensor.name: sensor.domain for sensor in sensors} == expected
     assert {sensor.source for sensor in sensors} == {SOURCE_JETSON}
 
@@ -131,9 +108,9 @@ def test_layouts_feed_only_rails_they_return():
             assert set(parts) <= set(layout.domains)
 
 
-def test_driver_entries_that_link_into_devices_are_followed(board):
-    # On a board, bus/i2c/drivers/<driver>/<bus>-<addr> is a link into /sys/devices.
-    root = board("jetson-nano")
+def test_driver_entries_that_link_into_devices_are_followed(sysfs):
+    # On a sysfs, bus/i2c/drivers/<driver>/<bus>-<addr> is a link into /sys/devices.
+    root = sysfs("jetson-nano")
     entry = root / "bus/i2c/drivers/ina3221x/6-0040"
     device = root / "devices/7000c400.i2c/i2c-6/6-0040"
     device.parent.mkdir(parents=True)
@@ -145,7 +122,7 @@ def test_driver_entries_that_link_into_devices_are_followed(board):
 def test_orin_nx_on_the_hwmon_driver_uses_the_vdd_in_layout(tmp_path):
     make_hwmon(tmp_path, "1-0040", [("VDD_IN", 5000, 1000), ("VDD_CPU_GPU_CV", 5000, 400),
                                     ("VDD_SOC", 5000, 200)])
-    sensors = probe_jetson(tmp_path, clock_ns=FakeClock())
+    sensors = probe_jetson(tmp_path, clock_ns=MonotonicClock())
     assert sorted(sensor.name for sensor in sensors) == [
         "jetson:VDD_CPU_GPU_CV", "jetson:VDD_IN-rest", "jetson:VDD_SOC"]
 
@@ -153,8 +130,8 @@ def test_orin_nx_on_the_hwmon_driver_uses_the_vdd_in_layout(tmp_path):
 # --- energy -----------------------------------------------------------------------------------
 
 
-def test_trapezoid_energy_and_error_bound_of_a_rail(board, clock):
-    root = board("jetson-nano")
+def test_trapezoid_energy_and_error_bound_of_a_rail(sysfs, clock):
+    root = sysfs("jetson-nano")
     write(root, f"{NANO}/in_power1_input", 5000)
     gpu = by_name(probe_jetson(root, clock_ns=clock))["jetson:POM_5V_GPU"]
 
@@ -176,8 +153,8 @@ def test_trapezoid_energy_and_error_bound_of_a_rail(board, clock):
     assert third.error_uj == 1_000_000 + 30_000
 
 
-def test_hwmon_rail_power_is_bus_voltage_times_current(board, clock):
-    root = board("jetson-agx-orin")
+def test_hwmon_rail_power_is_bus_voltage_times_current(sysfs, clock):
+    root = sysfs("jetson-agx-orin")
     gpu = by_name(probe_jetson(root, clock_ns=clock))["jetson:VDD_GPU_SOC"]
     assert energy_uj(gpu) == 0
     clock.now_ns = 1 * S
@@ -188,8 +165,8 @@ def test_hwmon_rail_power_is_bus_voltage_times_current(board, clock):
     assert energy_uj(gpu) == 4_000_000 + (4000 + 4992) // 2 * 1000
 
 
-def test_rest_is_the_feeder_minus_its_parts(board, clock):
-    root = board("jetson-nano")  # POM_5V_IN 3 W, GPU 0.8 W, CPU 1.2 W
+def test_rest_is_the_feeder_minus_its_parts(sysfs, clock):
+    root = sysfs("jetson-nano")  # POM_5V_IN 3 W, GPU 0.8 W, CPU 1.2 W
     rest = by_name(probe_jetson(root, clock_ns=clock))["jetson:POM_5V_IN-rest"]
     rest.read()
     clock.now_ns = 2 * S
@@ -200,8 +177,8 @@ def test_rest_is_the_feeder_minus_its_parts(board, clock):
     assert reading.error_uj == 50_000
 
 
-def test_rest_is_clamped_at_zero_when_the_parts_read_more_than_the_feeder(board, clock):
-    root = board("jetson-nano")
+def test_rest_is_clamped_at_zero_when_the_parts_read_more_than_the_feeder(sysfs, clock):
+    root = sysfs("jetson-nano")
     write(root, f"{NANO}/in_power1_input", 2500)  # GPU + CPU = 3.7 W > POM_5V_IN 3 W
     rest = by_name(probe_jetson(root, clock_ns=clock))["jetson:POM_5V_IN-rest"]
     assert energy_uj(rest) == 0
@@ -215,8 +192,8 @@ STEPS = [(3000, 800, 1200), (5200, 2000, 1700), (4100, 1500, 1500), (6000, 3100,
 
 @pytest.mark.parametrize(("fixture", "device"), [("jetson-nano", NANO),
                                                  ("jetson-xavier-nx", XAVIER_NX)])
-def test_sensors_sum_to_the_input_rail(board, clock, fixture, device):
-    root = board(fixture)
+def test_sensors_sum_to_the_input_rail(sysfs, clock, fixture, device):
+    root = sysfs(fixture)
     sensors = probe_jetson(root, clock_ns=clock)
     feeder_mw = 0.0
     feeder = PowerIntegrator("input", DOMAIN_BOARD, SOURCE_JETSON, lambda: feeder_mw,
@@ -233,8 +210,8 @@ def test_sensors_sum_to_the_input_rail(board, clock, fixture, device):
     assert total_uj > 0
 
 
-def test_agx_orin_sensors_sum_to_its_three_supplies(board, clock):
-    root = board("jetson-agx-orin")  # 4 W GPU_SOC, 3 W CPU_CV, 5 W SYS_5V0 holding 1 W DRAM
+def test_agx_orin_sensors_sum_to_its_three_supplies(sysfs, clock):
+    root = sysfs("jetson-agx-orin")  # 4 W GPU_SOC, 3 W CPU_CV, 5 W SYS_5V0 holding 1 W DRAM
     sensors = probe_jetson(root, clock_ns=clock)
     assert sum(energy_uj(sensor) for sensor in sensors) == 0
     clock.now_ns = 2 * S
@@ -245,8 +222,8 @@ def test_agx_orin_sensors_sum_to_its_three_supplies(board, clock):
 # --- failures ---------------------------------------------------------------------------------
 
 
-def test_a_rail_that_vanishes_reads_none_warns_once_and_comes_back(board, clock, caplog):
-    root = board("jetson-nano")
+def test_a_rail_that_vanishes_reads_none_warns_once_and_comes_back(sysfs, clock, caplog):
+    root = sysfs("jetson-nano")
     sensors = by_name(probe_jetson(root, clock_ns=clock))
     gpu, rest = sensors["jetson:POM_5V_GPU"], sensors["jetson:POM_5V_IN-rest"]
     assert energy_uj(gpu) == 0
@@ -266,15 +243,15 @@ def test_a_rail_that_vanishes_reads_none_warns_once_and_comes_back(board, clock,
 
 
 @pytest.mark.parametrize("garbage", [b"", b"abc", b"12.5", b"\x00\x00", b"\xff\xfe1"])
-def test_garbage_reads_none(board, clock, garbage):
-    root = board("jetson-agx-orin")
+def test_garbage_reads_none(sysfs, clock, garbage):
+    root = sysfs("jetson-agx-orin")
     cpu = by_name(probe_jetson(root, clock_ns=clock))["jetson:VDD_CPU_CV"]
     (root / ORIN_40 / "curr2_input").write_bytes(garbage)
     assert cpu.read() is None
 
 
-def test_a_current_below_zero_is_no_power(board, clock):
-    root = board("jetson-agx-orin")
+def test_a_current_below_zero_is_no_power(sysfs, clock):
+    root = sysfs("jetson-agx-orin")
     write(root, f"{ORIN_40}/curr1_input", -16)  # shunt offset on an idle rail
     gpu = by_name(probe_jetson(root, clock_ns=clock))["jetson:VDD_GPU_SOC"]
     assert energy_uj(gpu) == 0
@@ -282,8 +259,8 @@ def test_a_current_below_zero_is_no_power(board, clock):
     assert energy_uj(gpu) == 0
 
 
-def test_a_rail_set_of_no_known_board_is_not_metered(board, caplog):
-    root = board("jetson-nano")
+def test_a_rail_set_of_no_known_board_is_not_metered(sysfs, caplog):
+    root = sysfs("jetson-nano")
     (root / NANO / "rail_name_1").unlink()  # without the GPU rail the rest is unknown
     with caplog.at_level(logging.WARNING):
         assert probe_jetson(root) == []
@@ -297,8 +274,8 @@ def test_no_monitor_is_no_sensor_and_no_warning(tmp_path, caplog):
     assert caplog.records == []
 
 
-def test_an_unreadable_label_is_no_sensor_not_an_exception(board, caplog):
-    root = board("jetson-nano")
+def test_an_unreadable_label_is_no_sensor_not_an_exception(sysfs, caplog):
+    root = sysfs("jetson-nano")
     (root / NANO / "rail_name_2").unlink()
     (root / NANO / "rail_name_2").mkdir()
     with caplog.at_level(logging.WARNING):
@@ -307,8 +284,8 @@ def test_an_unreadable_label_is_no_sensor_not_an_exception(board, caplog):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_rail_files_this_user_cannot_read_are_not_metered(board, caplog):
-    root = board("jetson-nano")
+def test_rail_files_this_user_cannot_read_are_not_metered(sysfs, caplog):
+    root = sysfs("jetson-nano")
     (root / NANO / "in_power0_input").chmod(0)
     with caplog.at_level(logging.WARNING):
         assert probe_jetson(root) == []
@@ -318,8 +295,8 @@ def test_rail_files_this_user_cannot_read_are_not_metered(board, caplog):
 # --- GPU load ---------------------------------------------------------------------------------
 
 
-def test_gpu_load_is_per_mille_as_a_fraction(board):
-    root = board("jetson-nano")
+def test_gpu_load_is_per_mille_as_a_fraction(sysfs):
+    root = sysfs("jetson-nano")
     load = JetsonGpuLoad(root)
     assert load.read() == 0.0
     write(root, "devices/gpu.0/load", 437)
@@ -346,15 +323,15 @@ def test_gpu_load_is_found_on_each_l4t_layout(tmp_path, path):
     assert load.path == tmp_path / path
 
 
-def test_agx_orin_fixture_gpu_load(board):
-    root = board("jetson-agx-orin")
+def test_agx_orin_fixture_gpu_load(sysfs):
+    root = sysfs("jetson-agx-orin")
     write(root, "devices/17000000.ga10b/load", 999)
     assert JetsonGpuLoad(root).read() == pytest.approx(0.999)
 
 
 @pytest.mark.parametrize("value", ["", "n/a", "-1", "1001", "55.5"])
-def test_gpu_load_garbage_reads_none(board, value):
-    root = board("jetson-nano")
+def test_gpu_load_garbage_reads_none(sysfs, value):
+    root = sysfs("jetson-nano")
     (root / "devices/gpu.0/load").write_text(value)
     assert JetsonGpuLoad(root).read() is None
 
@@ -365,8 +342,8 @@ def test_no_gpu_load_file_reads_none(tmp_path):
     assert load.path is None
 
 
-def test_gpu_load_path_is_probed_once(board, caplog):
-    root = board("jetson-agx-orin")
+def test_gpu_load_path_is_probed_once(sysfs, caplog):
+    root = sysfs("jetson-agx-orin")
     load = JetsonGpuLoad(root)
     assert load.read() == 0.0
     # A file appearing at a path probed earlier does not move the reader.

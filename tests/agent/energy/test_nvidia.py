@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.agent.energy.conftest import MonotonicClock
 from agent.energy.nvidia import probe_nvml
 from agent.energy.nvml import (
     ERROR_CODES,
@@ -35,12 +36,6 @@ FIXTURES = Path(__file__).parents[2] / "fixtures" / "nvml"
 LOGGERS = {"agent.energy.nvidia", "agent.energy.nvml_usage", "agent.energy.sensor"}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
 def recorded(name: str) -> RecordedNvml:
@@ -51,7 +46,7 @@ def energy_log(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> l
     return [r.getMessage() for r in caplog.records if r.name in LOGGERS and r.levelno >= level]
 
 
-def read_at(sensor, clock: FakeClock, t_ns: int) -> Reading | None:
+def read_at(sensor, clock: MonotonicClock, t_ns: int) -> Reading | None:
     clock.now_ns = t_ns
     return sensor.read()
 
@@ -60,7 +55,7 @@ def read_at(sensor, clock: FakeClock, t_ns: int) -> Reading | None:
 
 
 def test_volta_and_newer_read_the_energy_counter_in_microjoules():
-    clock = FakeClock()
+    clock = MonotonicClock()
     sensors = probe_nvml(recorded("two_t4.json"), clock_ns=clock)
 
     assert [(s.name, s.domain, s.source) for s in sensors] == [
@@ -80,7 +75,7 @@ def test_volta_and_newer_read_the_energy_counter_in_microjoules():
 
 
 def test_two_gpus_count_separately():
-    clock = FakeClock()
+    clock = MonotonicClock()
     gpu0, gpu1 = probe_nvml(recorded("two_t4.json"), clock_ns=clock)
     for t_ns in (0, 100_000_000, 200_000_000):
         clock.now_ns = t_ns
@@ -89,7 +84,7 @@ def test_two_gpus_count_separately():
 
 
 def test_before_volta_power_is_polled_and_integrated_exactly():
-    clock = FakeClock()
+    clock = MonotonicClock()
     sensors = probe_nvml(recorded("k80.json"), clock_ns=clock)
     assert [s.name for s in sensors] == ["nvml:gpu-0", "nvml:gpu-1"]
     k80 = sensors[0]
@@ -104,7 +99,7 @@ def test_before_volta_power_is_polled_and_integrated_exactly():
 
 
 def test_a_mig_gpu_is_one_sensor_on_the_physical_counter():
-    clock = FakeClock()
+    clock = MonotonicClock()
     sensors = probe_nvml(recorded("a100_mig.json"), clock_ns=clock)
 
     assert [(s.name, s.gpu_uuid) for s in sensors] == [
@@ -117,7 +112,7 @@ def test_a_mig_gpu_is_one_sensor_on_the_physical_counter():
 
 def test_a_gpu_lost_mid_run_reads_none_and_is_warned_once(caplog):
     caplog.set_level(logging.INFO)
-    clock = FakeClock()
+    clock = MonotonicClock()
     lost, healthy = probe_nvml(recorded("v100_gpu_lost.json"), clock_ns=clock)
     caplog.clear()
 
@@ -150,7 +145,7 @@ def test_a_power_only_gpu_lost_reads_none():
             ],
         }
     )
-    clock = FakeClock()
+    clock = MonotonicClock()
     (sensor,) = probe_nvml(nvml, clock_ns=clock)
     assert read_at(sensor, clock, 0) == Reading("nvml:gpu-0", 0, 0, 0)
     assert read_at(sensor, clock, 100_000_000) is None
@@ -170,7 +165,7 @@ def test_a_counter_that_goes_back_counts_from_its_new_value():
             ],
         }
     )
-    (sensor,) = probe_nvml(nvml, clock_ns=FakeClock())
+    (sensor,) = probe_nvml(nvml, clock_ns=MonotonicClock())
     assert [sensor.read().energy_uj for _ in range(3)] == [0, 2_000_000, 2_300_000]
 
 

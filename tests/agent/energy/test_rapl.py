@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,37 +25,15 @@ from agent.energy.rapl import RaplSensor, probe_rapl
 from agent.energy.sensor import DOMAIN_BOARD, DOMAIN_DRAM, DOMAIN_PACKAGE, SOURCE_RAPL, Reading
 from agent.energy.sysfs import read_sysfs
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs"
 POWERCAP = "class/powercap"
 INTEL_MAX_UJ = 262_143_328_850  # 2^32 - 1 steps of 61.035 µJ
 AMD_MAX_UJ = 65_532_610_987  # 2^32 - 1 steps of 15.258 µJ
 
 
-class FakeClock:
-    """CLOCK_MONOTONIC that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
-@pytest.fixture
-def sysfs(tmp_path: Path) -> Callable[[str], Path]:
-    """A writable copy of a fixture tree (links kept as links), to change counters in."""
-
-    def copy(name: str) -> Path:
-        root = tmp_path / name
-        shutil.copytree(FIXTURES / name, root, symlinks=True)
-        return root
-
-    return copy
 
 
 def zone_sensor(root: Path, name: str, clock: Callable[[], int] = time.monotonic_ns) -> RaplSensor:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent.energy.conftest import MonotonicClock
 from agent.energy.sensor import DOMAIN_GPU, SOURCE_TRITON, Reading
 from agent.energy.triton import (
     ENERGY_METRIC,
@@ -39,12 +40,6 @@ def sample(name: str) -> str:
 BEFORE, AFTER = sample("sonic_t4_result1.txt"), sample("sonic_t4_result2.txt")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
 class Server:
@@ -114,7 +109,7 @@ def test_the_sample_line_format():
 
 
 def test_one_sensor_per_gpu_in_the_servers_order():
-    sensors = probe_triton(URL, fetch=Server(sample("kura_two_gpus.txt")), clock_ns=FakeClock())
+    sensors = probe_triton(URL, fetch=Server(sample("kura_two_gpus.txt")), clock_ns=MonotonicClock())
     assert [(s.name, s.domain, s.source) for s in sensors] == [
         (f"triton:{uuid}", DOMAIN_GPU, SOURCE_TRITON) for uuid in KURA_GPUS
     ]
@@ -122,7 +117,7 @@ def test_one_sensor_per_gpu_in_the_servers_order():
 
 
 def test_joules_become_microjoules_counted_since_the_sensor_was_created():
-    clock = FakeClock()
+    clock = MonotonicClock()
     (sensor,) = probe_triton(URL, fetch=Server(BEFORE, BEFORE, AFTER), clock_ns=clock)
 
     clock.now_ns = 1 * SECOND_NS
@@ -133,7 +128,7 @@ def test_joules_become_microjoules_counted_since_the_sensor_was_created():
 
 
 def test_the_gpus_of_one_server_share_a_scrape():
-    clock = FakeClock()
+    clock = MonotonicClock()
     server = Server(sample("kura_two_gpus.txt"))
     first, second = probe_triton(URL, fetch=server, clock_ns=clock)
     for t_s in (1, 2, 3):
@@ -145,7 +140,7 @@ def test_the_gpus_of_one_server_share_a_scrape():
 
 def test_a_restarted_server_counts_from_its_new_value(caplog):
     caplog.set_level(logging.INFO)
-    clock = FakeClock()
+    clock = MonotonicClock()
     (sensor,) = probe_triton(URL, fetch=Server(AFTER, AFTER, BEFORE, AFTER), clock_ns=clock)
     energies = []
     for t_s in (1, 2, 3):
@@ -158,7 +153,7 @@ def test_a_restarted_server_counts_from_its_new_value(caplog):
 
 def test_an_unreachable_server_reads_none_warns_once_and_is_retried_later(caplog):
     caplog.set_level(logging.INFO)
-    clock = FakeClock()
+    clock = MonotonicClock()
     server = Server(BEFORE, BEFORE, ConnectionRefusedError(111, "Connection refused"), AFTER)
     (sensor,) = probe_triton(URL, fetch=server, clock_ns=clock)
     clock.now_ns = SECOND_NS
@@ -179,7 +174,7 @@ def test_an_unreachable_server_reads_none_warns_once_and_is_retried_later(caplog
 
 def test_an_unreachable_server_at_probe_time_gives_no_sensors(caplog):
     caplog.set_level(logging.INFO)
-    assert probe_triton(URL, fetch=Server(TimeoutError("timed out")), clock_ns=FakeClock()) == []
+    assert probe_triton(URL, fetch=Server(TimeoutError("timed out")), clock_ns=MonotonicClock()) == []
     assert triton_log(caplog, logging.INFO) == [
         f"no Triton energy sensors: {URL} cannot be read (TimeoutError: timed out)"
     ]
@@ -194,7 +189,7 @@ def test_an_unreachable_server_at_probe_time_gives_no_sensors(caplog):
     ],
 )
 def test_a_server_without_the_energy_metric_gives_no_sensors(garbage):
-    assert probe_triton(URL, fetch=Server(garbage), clock_ns=FakeClock()) == []
+    assert probe_triton(URL, fetch=Server(garbage), clock_ns=MonotonicClock()) == []
 
 
 @pytest.mark.parametrize(
@@ -208,7 +203,7 @@ def test_a_server_without_the_energy_metric_gives_no_sensors(garbage):
 )
 def test_garbage_mid_run_reads_none_then_counts_on(garbage, caplog):
     caplog.set_level(logging.INFO)
-    clock = FakeClock()
+    clock = MonotonicClock()
     (sensor,) = probe_triton(URL, fetch=Server(BEFORE, BEFORE, garbage, AFTER), clock_ns=clock)
     energies = []
     for t_s in (1, 2, 3):
@@ -220,7 +215,7 @@ def test_garbage_mid_run_reads_none_then_counts_on(garbage, caplog):
 
 
 def test_without_a_power_limit_the_step_has_no_bound():
-    clock = FakeClock()
+    clock = MonotonicClock()
     no_limit = [line for line in AFTER.splitlines() if POWER_LIMIT_METRIC not in line]
     (sensor,) = probe_triton(
         URL, fetch=Server(*(["\n".join(no_limit)] * 2)), clock_ns=clock
