@@ -2,6 +2,7 @@
 command-line overrides (in that order of precedence, last wins). Everything else receives it.
 
     buffer = "/var/lib/infermeter/buffer.db"
+    buffer_max_mb = 256          # the buffer's cap: past it, old records are compacted
 
     [tags]                       # added to every record made on this device
     site = "plant-3"
@@ -10,6 +11,10 @@ command-line overrides (in that order of precedence, last wins). Everything else
     address = "collector.example.com:50051"
     token_file = "/etc/infermeter/device.token"   # or token = "..." (not recommended)
     timeout_s = 10
+    tls_ca_file = ""             # PEM CAs to verify the collector with; "" and no cert: plaintext
+    tls_cert_file = ""           # this device's certificate, for mutual TLS (optional)
+    tls_key_file = ""            # and its key
+    tls_server_name = ""         # the name to expect in the collector's certificate, if not the host
 
     [shipper]
     batch_size = 2000
@@ -58,11 +63,16 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class AgentConfig:
     buffer_path: Path = Path(DEFAULT_BUFFER)
+    buffer_max_mb: float = 256.0
     tags: Mapping[str, str] = field(default_factory=dict)
     collector_address: str = ""
     token: str = field(default="", repr=False)
     token_file: Path | None = None
     timeout_s: float = 10.0
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str = ""
     batch_size: int = 2000
     interval_s: float = 1.0
     backoff_initial_s: float = 0.5
@@ -95,12 +105,16 @@ class AgentConfig:
 
 # TOML table -> {key: (AgentConfig field, type)}
 _SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
-    None: {"buffer": ("buffer_path", Path)},
+    None: {"buffer": ("buffer_path", Path), "buffer_max_mb": ("buffer_max_mb", float)},
     "collector": {
         "address": ("collector_address", str),
         "token": ("token", str),
         "token_file": ("token_file", Path),
         "timeout_s": ("timeout_s", float),
+        "tls_ca_file": ("tls_ca_file", Path),
+        "tls_cert_file": ("tls_cert_file", Path),
+        "tls_key_file": ("tls_key_file", Path),
+        "tls_server_name": ("tls_server_name", str),
     },
     "shipper": {
         "batch_size": ("batch_size", int),
@@ -160,6 +174,8 @@ def _coerce(where: str, value: object, kind: type) -> object:
         if value < 0:
             raise ConfigError(f"{where} must not be negative")
         return kind(value)
+    if kind is Path and value == "":
+        return None  # "" says: none
     if kind in (str, Path) and isinstance(value, str):
         return kind(value)
     raise ConfigError(f"{where} must be a {kind.__name__}, got {type(value).__name__}")
@@ -225,6 +241,10 @@ def load_config(
     config = replace(AgentConfig(), **values)
     if config.batch_size < 1:
         raise ConfigError("shipper.batch_size must be at least 1")
+    if config.buffer_max_mb < 1:
+        raise ConfigError("buffer_max_mb must be at least 1 (MB)")
+    if (config.tls_cert_file is None) != (config.tls_key_file is None):
+        raise ConfigError("collector.tls_cert_file and collector.tls_key_file go together (mutual TLS)")
     if not 0.01 <= config.sample_period_s <= 60:
         raise ConfigError("energy.sample_period_s must be from 0.01 to 60 seconds")
     if config.max_w_per_cpu < config.idle_w_per_cpu:

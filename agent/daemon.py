@@ -14,17 +14,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import grpc
+from typing import Protocol
 
 from agent import systemd
 from agent.buffer import Buffer
 from agent.config import AgentConfig
-from agent.energy.attributor import Attributor
 from agent.energy.service import EnergyService
-from agent.exporter import DeviceInfo, ExportResult, GrpcExporter
+from agent.exporter import DeviceInfo, ExportResult, GrpcExporter, open_channel
 from agent.files import write_atomically
 from agent.shipper import Backoff, Shipper
 
@@ -34,19 +32,28 @@ logger = logging.getLogger(__name__)
 FAILURE_LOG_INTERVAL_S = 60.0
 
 
+class Task(Protocol):
+    """Work on the buffer that comes before each round of shipping (energy attribution,
+    compaction): run_once() does one round of it."""
+
+    def run_once(self) -> object: ...
+
+
 class Daemon:
     def __init__(
         self,
         shipper: Shipper,
         *,
-        attributor: Attributor | None = None,
+        tasks: Sequence[Task] = (),
         interval_s: float = 1.0,
         backoff: Backoff | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """tasks: run in order before each round of shipping; one that fails is logged (once
+        per streak) and the others, and shipping, go on."""
         self._shipper = shipper
-        self._attributor = attributor
-        self._attribution_failing = False
+        self._tasks = list(tasks)
+        self._failing_tasks: set[int] = set()
         self._interval_s = interval_s
         self._backoff = backoff or Backoff()
         self._monotonic = monotonic
@@ -55,8 +62,9 @@ class Daemon:
         self.stop = threading.Event()
 
     def run_once(self) -> float:
-        """Attribute energy, ship what is ready; return the delay before the next round."""
-        self._attribute()
+        """Run the tasks, ship what is ready; return the delay before the next round."""
+        for index, task in enumerate(self._tasks):
+            self._run_task(index, task)
         report = self._shipper.run_once()
         if report.failure is None:
             if self._failing_since is not None:
@@ -71,19 +79,18 @@ class Daemon:
         self._log_failure(report.failure, report.message)
         return self._backoff.next_delay_s()
 
-    def _attribute(self) -> None:
-        if self._attributor is None:
-            return
+    def _run_task(self, index: int, task: Task) -> None:
+        name = type(task).__name__
         try:
-            self._attributor.run_once()
-        except Exception:  # records wait (and are let go after a while); shipping goes on
-            if not self._attribution_failing:
-                logger.exception("energy attribution failed; retrying every round")
-            self._attribution_failing = True
+            task.run_once()
+        except Exception:  # the task's work waits for the next round; shipping goes on
+            if index not in self._failing_tasks:
+                logger.exception("%s failed; retrying every round", name)
+            self._failing_tasks.add(index)
         else:
-            if self._attribution_failing:
-                logger.info("energy attribution works again")
-            self._attribution_failing = False
+            if index in self._failing_tasks:
+                logger.info("%s works again", name)
+            self._failing_tasks.discard(index)
 
     def _log_failure(self, failure: ExportResult, message: str) -> None:
         now = self._monotonic()
@@ -113,7 +120,7 @@ def run(config: AgentConfig, *, ready_file: Path | None = None) -> int:
         logger.error("no collector address: set collector.address in the config or --collector")
         return 2
     buffer = Buffer.open(config.buffer_path)
-    channel = grpc.insecure_channel(config.collector_address)
+    channel = open_channel(config)
     exporter = GrpcExporter(
         channel, config.device_token, device=DeviceInfo.of_this_machine(), timeout_s=config.timeout_s
     )
@@ -121,7 +128,7 @@ def run(config: AgentConfig, *, ready_file: Path | None = None) -> int:
     shipper = Shipper(buffer, exporter, batch_size=config.batch_size, attributed_only=energy is not None)
     daemon = Daemon(
         shipper,
-        attributor=energy.attributor if energy is not None else None,
+        tasks=[energy.attributor] if energy is not None else [],
         interval_s=config.interval_s,
         backoff=Backoff(initial_s=config.backoff_initial_s, max_s=config.backoff_max_s),
     )

@@ -17,6 +17,7 @@ import platform
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from importlib import metadata
 from typing import Protocol
 
@@ -24,6 +25,7 @@ import grpc
 from infermeter.v1 import ingest_pb2
 
 from agent.codec import record_to_proto
+from agent.config import AgentConfig, ConfigError
 from agent.record import UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,8 @@ def export(exporter: Exporter, stream_id: str, records: Sequence[UsageRecord]) -
 
 
 PUSH_METHOD = "/infermeter.v1.Ingest/Push"
+# Above the collector's limit for one batch (16 MB), so that its answer, not ours, says "too large".
+MAX_SEND_BYTES = 64 * 1024 * 1024
 _RESULT_BY_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: ExportResult.REJECTED,
     grpc.StatusCode.UNAUTHENTICATED: ExportResult.AUTH_FAILED,
@@ -104,6 +108,31 @@ class DeviceInfo:
         except metadata.PackageNotFoundError:
             version = "unknown"
         return cls(socket.gethostname(), os.cpu_count() or 1, platform.platform(), version)
+
+
+def open_channel(config: AgentConfig) -> grpc.Channel:
+    """The channel to the collector that config names: TLS when it names a CA file (mutual
+    TLS when a certificate and key too), plaintext otherwise."""
+    options = [("grpc.max_send_message_length", MAX_SEND_BYTES)]
+    if config.tls_ca_file is None and config.tls_cert_file is None:
+        return grpc.insecure_channel(config.collector_address, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(config.tls_ca_file),
+        private_key=_read_pem(config.tls_key_file),
+        certificate_chain=_read_pem(config.tls_cert_file),
+    )
+    if config.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", config.tls_server_name))
+    return grpc.secure_channel(config.collector_address, credentials, options=options)
+
+
+def _read_pem(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
 
 
 class GrpcExporter:

@@ -474,7 +474,7 @@ def test_the_daemon_attributes_then_ships_only_what_attribution_is_done_with(mac
     finished, spanning = append(buffer, Call(100, 200), SPANNING)
     machine.play([Call(100, 200), SPANNING], until_ms=2500)
     exporter = InMemoryExporter()
-    daemon = Daemon(Shipper(buffer, exporter, attributed_only=True), attributor=machine.attributor())
+    daemon = Daemon(Shipper(buffer, exporter, attributed_only=True), tasks=[machine.attributor()])
 
     daemon.run_once()
 
@@ -492,13 +492,13 @@ def test_attribution_failures_do_not_stop_shipping(tmp_path, buffer, caplog):
     (seq,) = append(buffer, Call(100, 200), attributed=1)
     exporter = InMemoryExporter()
     attributor = Attributor(broken, {}, boot=BOOT, cpu_count=4, sample_period_ns=STEP_MS * MS)
-    daemon = Daemon(Shipper(buffer, exporter, attributed_only=True), attributor=attributor)
+    daemon = Daemon(Shipper(buffer, exporter, attributed_only=True), tasks=[attributor])
 
     daemon.run_once()
     daemon.run_once()
 
     assert [r.seq for r in exporter.received] == [seq]
-    assert caplog.text.count("energy attribution failed") == 1
+    assert caplog.text.count("Attributor failed") == 1
 
 
 def test_a_sensor_missing_from_some_passes_gets_one_interval_across_the_gap(machine, buffer):
