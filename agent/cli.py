@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -103,6 +104,34 @@ def _agent_records(args: argparse.Namespace) -> int:
     return 0
 
 
+# Where `agent status` finds the buffer when told nothing (and $INFERMETER_CONFIG is not set).
+DEFAULT_CONFIG = Path("/etc/infermeter/agent.toml")
+# `agent status` exits with this when the daemon does not run (as `systemctl status` does).
+NOT_RUNNING = 3
+
+
+def _agent_status(args: argparse.Namespace) -> int:
+    from agent import status_report
+
+    if args.buffer is not None:
+        buffer_path = args.buffer
+    else:
+        config = args.config or os.environ.get("INFERMETER_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        buffer_path = load_config(config).buffer_path
+    if not buffer_path.is_file():
+        raise BufferError(
+            f"no buffer at {buffer_path}: nothing was metered on this device yet, or it is elsewhere"
+            " (--buffer PATH, or --config FILE to use its `buffer`)"
+        )
+    report = status_report.gather(buffer_path)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        print(status_report.render(report))
+    return 0 if report["daemon"]["running"] else NOT_RUNNING
+
+
 # What `infermeter demo` runs beyond the agent: the collector's packages and ONNX Runtime.
 _DEMO_PACKAGES = ("aiohttp", "sqlalchemy", "alembic", "grpc_health", "grpc_reflection", "onnxruntime", "numpy")
 
@@ -155,6 +184,27 @@ def _add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     records.add_argument("--rejected", action="store_true", help="show records set aside as invalid")
     records.add_argument("--json", action="store_true", help="print JSON")
     records.set_defaults(func=_agent_records)
+
+    status = commands.add_parser(
+        "status",
+        help="is the daemon running; what waits, last sync, last error, compaction, energy sensors",
+        description="The agent's state, read from the device buffer and the status file the daemon "
+        "keeps next to it (it does not talk to the daemon): whether the daemon runs, the records "
+        "waiting and the age of the oldest, the last sync and the last error, what compaction did, "
+        f"the energy sensors, the watchdog. Exit status 0 while the daemon runs, {NOT_RUNNING} when "
+        "it does not (stopped, gone, or stalled), 1 when there is no buffer, 2 for a bad config.",
+        epilog="examples: infermeter agent status\n"
+        "          infermeter agent status --buffer /var/lib/infermeter/buffer.db --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--buffer", type=Path, help="device buffer file")
+    where.add_argument(
+        "--config",
+        help=f"agent TOML file naming the buffer (default: $INFERMETER_CONFIG, else {DEFAULT_CONFIG} if it exists)",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_agent_status)
 
 
 def _positive(text: str) -> int:

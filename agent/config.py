@@ -9,7 +9,7 @@ command-line overrides (in that order of precedence, last wins). Everything else
 
     [collector]
     address = "collector.example.com:50051"
-    token_file = "/etc/infermeter/device.token"   # or token = "..." (not recommended)
+    token_file = "/etc/infermeter/token/device.token"   # or token = "..." (not recommended)
     timeout_s = 10
     tls_ca_file = ""             # PEM CAs to verify the collector with; "" and no cert: plaintext
     tls_cert_file = ""           # this device's certificate, for mutual TLS (optional)

@@ -6,6 +6,10 @@ prepare() encodes a batch (no I/O), send() starts delivering a prepared batch an
 once; the pending export's result() waits for the ExportOutcome. Delivery failures are
 outcomes, never exceptions, and the retry policy is data: which gRPC status means "try again
 later", "the credentials are wrong" or "these records are invalid".
+
+While an operator rotates the device's token, the collector's replies carry the new token;
+the GrpcExporter hands it to on_new_token (agent.rotation.TokenKeeper), which writes it to the
+token file that every push reads, so the next push already uses it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import platform
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -137,7 +141,9 @@ def _read_pem(path: Path | None) -> bytes | None:
 
 class GrpcExporter:
     """Pushes batches to a collector's infermeter.v1.Ingest service. A prepared batch is the
-    serialized PushRequest, so encoding happens in prepare(), off the round trip."""
+    serialized PushRequest, so encoding happens in prepare(), off the round trip. A new token
+    in a reply (a rotation) goes to on_new_token, before the result is returned, so the next
+    send() reads it."""
 
     def __init__(
         self,
@@ -146,6 +152,7 @@ class GrpcExporter:
         *,
         device: DeviceInfo,
         timeout_s: float = 10.0,
+        on_new_token: Callable[[str], None] | None = None,
     ) -> None:
         # No request serializer: send() hands over the bytes prepare() made.
         self._push = channel.unary_unary(
@@ -154,6 +161,7 @@ class GrpcExporter:
         )
         self._token = token
         self._timeout_s = timeout_s
+        self._on_new_token = on_new_token
         self._device = ingest_pb2.DeviceInfo(
             hostname=device.hostname,
             cpu_cores=device.cpu_cores,
@@ -178,7 +186,7 @@ class GrpcExporter:
         future = self._push.future(
             prepared, timeout=self._timeout_s, metadata=(("authorization", f"Bearer {token}"),)
         )
-        return _PendingPush(future)
+        return _PendingPush(future, self._on_new_token)
 
     def export(self, stream_id: str, records: Sequence[UsageRecord]) -> ExportOutcome:
         return export(self, stream_id, records)
@@ -187,6 +195,7 @@ class GrpcExporter:
 @dataclass(frozen=True, slots=True)
 class _PendingPush:
     future: grpc.Future
+    on_new_token: Callable[[str], None] | None
 
     def result(self) -> ExportOutcome:
         try:
@@ -197,12 +206,23 @@ class _PendingPush:
             return ExportOutcome(
                 _RESULT_BY_STATUS.get(code, ExportResult.RETRY), message=f"{code.name}: {details}"
             )
+        if reply.new_token:
+            self._take_token(reply.new_token)
         return ExportOutcome(
             ExportResult.SUCCESS,
             acked_through_seq=reply.acked_through_seq,
             inserted=reply.inserted,
             duplicates=reply.duplicates,
         )
+
+    def _take_token(self, token: str) -> None:
+        if self.on_new_token is None:
+            logger.debug("the collector hands over a rotated device token; this exporter keeps none")
+            return
+        try:
+            self.on_new_token(token)
+        except Exception:  # the batch is stored all the same: its ack must not be lost
+            logger.exception("keeping the rotated device token failed")
 
 
 @dataclass

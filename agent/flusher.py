@@ -10,7 +10,8 @@ per racing thread at most.
 
 A write that fails (disk full, database locked, unwritable path) keeps its rows in memory, up to
 max_queue of them, and is retried next round: logged once per failure streak, counted in
-stats().errors every time, never raised.
+stats().errors every time, never raised. A full buffer (SQLITE_FULL: its cap or the disk) gets
+the oldest rows that fit, in small transactions, and keeps the rest.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
-from agent.buffer import Buffer
 from agent.boot import boot_key
+from agent.buffer import Buffer, is_full
 from agent.clock import Clock, SystemClock
 from agent.entry import Entry, rows_from_entries
 from agent.health import Health
@@ -47,6 +48,9 @@ FORK_WAIT_S = 5.0
 # trails the present by a second anyway, which covers every shorter call).
 LONG_CALL_NS = 500_000_000
 LONG_CALL_SCAN_NS = 200_000_000
+# When the buffer is full, held records are retried in transactions this small, so that those
+# that fit in the room compaction made get in, oldest first.
+FULL_CHUNK_ROWS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +227,11 @@ class Flusher:
                     self._buffer = self._open_buffer()
                 self._buffer.append(rows)
             except Exception as err:
-                self._hold(rows, err)  # and the mark stays: the call's record is not in yet
-                return 0
+                written = self._append_what_fits(rows, err)
+                if written < len(rows):
+                    self._written += written
+                    self._hold(rows[written:], err)  # and the mark stays: a call's record is not in yet
+                    return written
             # Only once the rows are in: a long call that ended is among them, and attribution
             # must not stop waiting for it before its record can be read.
             self._mark_long_call(long_call_since_ns)
@@ -276,6 +283,21 @@ class Flusher:
     def _bad_call_tags(self, err: Exception) -> None:
         self.health.error("per-call tags (the record keeps its session tags)", err)
 
+    def _append_what_fits(self, rows: list[tuple], err: Exception) -> int:
+        """After a write failed for want of room: write the oldest rows in small transactions,
+        as many as fit (the daemon frees room a batch at a time); the number written."""
+        if not is_full(err) or self._buffer is None or len(rows) <= FULL_CHUNK_ROWS:
+            return 0
+        written = 0
+        for start in range(0, len(rows), FULL_CHUNK_ROWS):
+            chunk = rows[start:start + FULL_CHUNK_ROWS]
+            try:
+                self._buffer.append(chunk)
+            except Exception:
+                break
+            written += len(chunk)
+        return written
+
     def _hold(self, rows: list[tuple], err: Exception) -> None:
         self.health.error("buffer write", err, log=False)
         # Reopen next round: a fresh open may succeed where this connection keeps failing
@@ -289,9 +311,10 @@ class Flusher:
             )
         if not self._failing:
             self._failing = True
+            why = "it is full: its cap, or the disk; the agent daemon makes room" if is_full(err) else err
             logger.warning(
                 "cannot write metering records to %s (%s): keeping up to %d in memory and "
-                "retrying every %.2f s", self._buffer_label, err, self._max_queue,
+                "retrying every %.2f s", self._buffer_label, why, self._max_queue,
                 self._interval_s,
             )
 

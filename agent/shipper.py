@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from agent.buffer import Buffer
 from agent.exporter import Exporter, ExportOutcome, ExportResult, export
+from agent.failpoints import failpoint
 from agent.record import UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class ShipReport:
     message: str = ""
     # True when run_once stopped at max_batches with records still waiting.
     more_pending: bool = False
+    # Records the collector acknowledged that the buffer could not delete (it is full): they
+    # are sent again, and the collector counts them once.
+    undeleted: int = 0
 
 
 class Shipper:
@@ -86,7 +90,8 @@ class Shipper:
         self.last_success_monotonic: float | None = None
 
     def run_once(self) -> ShipReport:
-        """Ship up to max_batches batches; stop early when the buffer is empty or a batch fails.
+        """Ship up to max_batches batches; stop early when the buffer is empty, a batch fails,
+        or the buffer cannot delete what the collector acknowledged.
 
         One batch is in flight at a time, so acknowledgements come in seq order; while the
         collector stores it, the next batch is read and encoded (and dropped if this one
@@ -105,8 +110,10 @@ class Shipper:
                 after_seq=records[-1].seq, limit=next_limit, attributed_only=self._attributed_only
             )
             upcoming_prepared = self._exporter.prepare(stream_id, upcoming) if upcoming else None
+            failpoint("ship.after_send")
             outcome = pending.result()
-            if outcome.result is ExportResult.SUCCESS and upcoming:
+            sent_upcoming = outcome.result is ExportResult.SUCCESS and bool(upcoming)
+            if sent_upcoming:
                 # On its way before this batch's records are deleted: the collector need not
                 # wait for the device's disk.
                 pending = self._exporter.send(upcoming_prepared)
@@ -114,10 +121,18 @@ class Shipper:
                 break
             report.batches += 1
             self._current_batch_size = next_limit
+            if report.undeleted:
+                # Sending on would leave acknowledged records past the head of the buffer that
+                # compaction leaves as it is, where a roll-up could take the seq of one the
+                # collector has (agent.compaction): wait for room.
+                break
             if last_batch:
                 # The last batch was full: more is probably waiting behind it.
                 report.more_pending = len(records) == limit
                 break
+            if upcoming and not sent_upcoming:
+                # This batch was refused and bisected: the next one was held back until now.
+                pending = self._exporter.send(upcoming_prepared)
             records, limit = upcoming, next_limit
         return report
 
@@ -132,7 +147,9 @@ class Shipper:
         if result is ExportResult.SUCCESS:
             # Never delete past what this batch contained, whatever the reply says.
             acked = min(outcome.acked_through_seq, records[-1].seq)
-            self._buffer.delete_through(acked)
+            failpoint("ship.before_delete")
+            if not self._buffer.delete_through(acked):  # a full buffer deletes nothing
+                report.undeleted += sum(1 for record in records if record.seq <= acked)
             report.shipped += len(records)
             report.inserted += outcome.inserted
             report.duplicates += outcome.duplicates

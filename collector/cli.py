@@ -1,4 +1,4 @@
-"""The collector's commands of `infermeter`: collector serve, admin device/pricebook, report costs.
+"""The collector's commands of `infermeter`: collector serve, admin device/token/pricebook, report costs.
 
 The root parser calls register(subparsers). Only the standard library is imported here: the
 root CLI imports this module on every run, also where only the agent is installed; the
@@ -20,7 +20,13 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-from collector.params import TIME_FORMS, QueryError, parse_address, parse_group_by, parse_time_ns
+from collector.params import (
+    TIME_FORMS,
+    QueryError,
+    parse_address,
+    parse_group_by,
+    parse_time_ns,
+)
 
 try:
     import tomllib
@@ -118,8 +124,14 @@ def _serve(args: argparse.Namespace) -> int:
     # Alembic narrates every start (plugins, dialect); the store logs a line when the schema changes.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     from collector.server import serve
+    from collector.tls import ServerTls
 
-    return serve(args.db, args.grpc, args.http, args.ready_file)
+    if args.tls_client_ca and not args.tls_cert:
+        raise CommandError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is on top of TLS", 2)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CommandError("--tls-cert and --tls-key go together", 2)
+    tls = ServerTls.load(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    return serve(args.db, args.grpc, args.http, args.ready_file, tls)
 
 
 # admin device
@@ -137,7 +149,7 @@ def _device_add(args: argparse.Namespace) -> int:
     print(f"  {device.token}")
     print(
         "put it in the device's token file, readable only by the agent (token_file in agent.toml,"
-        " e.g. /etc/infermeter/device.token, mode 0600)"
+        " e.g. /etc/infermeter/token/device.token, mode 0600, in a folder the agent may write to take rotations)"
     )
     return 0
 
@@ -156,7 +168,7 @@ def _device_list(args: argparse.Namespace) -> int:
         (
             row.name, row.device_id, row.profile, row.site, str(row.records),
             _utc(row.last_seen_unix_ns) if row.last_seen_unix_ns else "never",
-            row.hostname or "-", "revoked" if row.revoked else "active",
+            row.hostname or "-", "revoked" if row.revoked else "rotating" if row.rotating else "active",
         )
         for row in rows
     ]
@@ -164,13 +176,17 @@ def _device_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_device(store, name_or_id: str):
+    device = store.device(name_or_id)
+    if device is None:
+        raise CommandError(f"no device named or with id {name_or_id!r} (see: infermeter admin device list)", 2)
+    return device
+
+
 @_command
 def _device_revoke(args: argparse.Namespace) -> int:
     with _open_store(args, create=False) as store:
-        matches = [row for row in store.list_devices() if args.device in (row.name, row.device_id)]
-        if not matches:
-            raise CommandError(f"no device named or with id {args.device!r} (see: infermeter admin device list)", 2)
-        device = matches[0]
+        device = _find_device(store, args.device)
         store.revoke_device(device.device_id)
     if args.json:
         _print_json({"device_id": device.device_id, "name": device.name, "revoked": True})
@@ -178,6 +194,72 @@ def _device_revoke(args: argparse.Namespace) -> int:
         state = "was revoked already" if device.revoked else "revoked"
         print(f"device {device.name!r} ({device.device_id}) {state}: its pushes are refused within "
               "5 s on every collector; its records stay")
+    return 0
+
+
+@_command
+def _device_rotate(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        device = _find_device(store, args.device)
+        store.rotate_device(device.device_id)
+    if args.json:
+        _print_json({"device_id": device.device_id, "name": device.name, "rotating": True})
+    else:
+        print(f"token rotation of device {device.name!r} ({device.device_id}) started: the reply to its next "
+              "push carries a new token, which the agent writes to its token file; both tokens work until "
+              "the device first pushes with the new one, then the old one is retired")
+    return 0
+
+
+# admin token
+
+
+@_command
+def _token_add(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        new = store.add_admin_token(args.role, name=args.name)
+    if args.json:
+        _print_json({"token_id": new.token_id, "name": new.name, "role": new.role, "token": new.token})
+        return 0
+    print(f"{new.role} token {new.token_id}" + (f" ({new.name!r})" if new.name else "") + " added")
+    print("token (shown only this once; the collector keeps only its hash):")
+    print(f"  {new.token}")
+    print("send it as 'Authorization: Bearer <token>' to the HTTP API and the gRPC Admin service")
+    return 0
+
+
+@_command
+def _token_list(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    with _open_store(args, create=False) as store:
+        rows = store.list_admin_tokens()
+    if args.json:
+        _print_json({"tokens": [dataclasses.asdict(row) for row in rows]})
+        return 0
+    lines = [
+        (row.token_id, row.name or "-", row.role, _utc(row.created_unix_ns), "revoked" if row.revoked else "active")
+        for row in rows
+    ]
+    header = ("id", "name", "role", "created (UTC)", "state")
+    print(_table(header, lines) if lines else "no admin tokens; add one with: infermeter admin token add --role viewer")
+    return 0
+
+
+@_command
+def _token_revoke(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        matches = [row for row in store.list_admin_tokens() if args.token in (row.token_id, row.name)]
+        if len(matches) != 1:
+            problem = "no admin token" if not matches else f"{len(matches)} admin tokens have the name"
+            raise CommandError(f"{problem} {args.token!r} (see: infermeter admin token list; revoke by id)", 2)
+        (token,) = matches
+        store.revoke_admin_token(token.token_id)
+    if args.json:
+        _print_json({"token_id": token.token_id, "name": token.name, "revoked": True})
+    else:
+        state = "was revoked already" if token.revoked else "revoked"
+        print(f"admin token {token.token_id} {state}: it is refused within 5 s on every collector")
     return 0
 
 
@@ -362,11 +444,14 @@ def _register_collector(subparsers: argparse._SubParsersAction) -> None:
         help="run the collector: gRPC ingest and admin, HTTP API",
         description="Run the collector until SIGTERM/SIGINT: the gRPC server (devices push to "
         "infermeter.v1.Ingest; infermeter.v1.Admin, health checking, reflection) and the HTTP API "
-        "(/api/v1/..., /healthz) over one database. The admin surfaces have no authentication "
-        "yet: keep the default loopback addresses unless something in front authenticates.",
+        "(/api/v1/..., /healthz) over one database. Devices authenticate with device tokens, "
+        "operators with admin tokens (infermeter admin token add). With --tls-cert and --tls-key "
+        "both servers speak TLS; without them, plaintext (a warning is logged when that is "
+        "beyond loopback).",
         epilog="examples:\n"
         "  infermeter collector serve --db sqlite:///var/lib/infermeter/collector.db\n"
-        "  infermeter collector serve --db postgresql://infermeter@db/infermeter --grpc 0.0.0.0:50051\n"
+        "  infermeter collector serve --db postgresql://infermeter@db/infermeter --grpc 0.0.0.0:50051 \\\n"
+        "      --http 0.0.0.0:8443 --tls-cert collector.pem --tls-key collector.key --tls-client-ca devices-ca.pem\n"
         "  infermeter collector serve --grpc 127.0.0.1:0 --http 127.0.0.1:0 --ready-file ready.json",
     )
     serve.add_argument("--grpc", type=_address, default="127.0.0.1:50051",
@@ -374,14 +459,19 @@ def _register_collector(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--http", type=_address, default="127.0.0.1:8080",
                        help="HTTP listen address HOST:PORT; port 0 picks a free one (default 127.0.0.1:8080)")
     serve.add_argument("--ready-file", type=Path,
-                       help='once listening, write {"grpc": ADDR, "http": ADDR, "pid": N} here (atomically)')
+                       help='once listening, write {"grpc": ADDR, "http": ADDR, "tls": BOOL, "pid": N} here (atomically)')
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE",
+                       help="PEM certificate (chain) of the collector, for TLS on both gRPC and HTTP")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", type=Path, metavar="FILE",
+                       help="PEM CA certificates: gRPC clients must present a certificate they signed (mutual TLS)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _register_admin(subparsers: argparse._SubParsersAction) -> None:
-    admin = _group(subparsers, "admin", help="manage devices and price books", dest="admin_command")
+    admin = _group(subparsers, "admin", help="manage devices, admin tokens and price books", dest="admin_command")
 
-    device = _group(admin, "device", help="register, list and revoke devices", dest="device_command")
+    device = _group(admin, "device", help="register, list, rotate and revoke devices", dest="device_command")
     add = _leaf(
         device, "add", _device_add,
         help="register a device and print its token",
@@ -404,6 +494,40 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n  infermeter admin device revoke edge-01\n  infermeter admin device revoke dev_3f1c9a0e5b7d4e21",
     )
     revoke.add_argument("device", help="the device's name or id")
+    rotate = _leaf(
+        device, "rotate", _device_rotate,
+        help="give a device a new token, delivered with its next push",
+        description="Rotate a device's token. The reply to the device's next push carries a second "
+        "token, which the agent writes to its token file (it needs collector.token_file and write "
+        "access to that file's folder); both tokens work until the device first pushes with the new "
+        "one, then the old one is retired. Whoever holds the old token gets the new one, so for a "
+        "leaked token revoke the device instead.",
+        epilog="examples:\n  infermeter admin device rotate edge-01\n  infermeter admin device rotate edge-01 --json",
+    )
+    rotate.add_argument("device", help="the device's name or id")
+
+    token = _group(admin, "token", help="admin tokens for the HTTP API and gRPC Admin", dest="token_command")
+    add = _leaf(
+        token, "add", _token_add,
+        help="make an admin token and print it",
+        description="Make a token for the operators' APIs (HTTP /api/v1/..., gRPC infermeter.v1.Admin) "
+        "and print it. The token is shown only this once (the collector keeps only its hash). A "
+        "viewer token reads; an admin token also changes things (rotates and revokes devices).",
+        epilog="examples:\n"
+        "  infermeter admin token add --role viewer --name grafana\n"
+        "  infermeter admin token add --role admin --json | jq -r .token > admin.token",
+    )
+    add.add_argument("--role", required=True, choices=["admin", "viewer"], help="what the token may do")
+    add.add_argument("--name", default="", help="a label for the token, e.g. who holds it (1-64 of A-Z a-z 0-9 . _ -)")
+    _leaf(token, "list", _token_list, help="list admin tokens (never the tokens themselves)",
+          epilog="examples:\n  infermeter admin token list\n  infermeter admin token list --json")
+    revoke = _leaf(
+        token, "revoke", _token_revoke,
+        help="refuse an admin token from now on",
+        description="Revoke an admin token: it is refused (401) within 5 s on every collector.",
+        epilog="examples:\n  infermeter admin token revoke adm_3f1c9a0e5b7d4e21\n  infermeter admin token revoke grafana",
+    )
+    revoke.add_argument("token", help="the token's id, or its name if no other token has it")
 
     pricebook = _group(admin, "pricebook", help="add and list price books", dest="pricebook_command")
     add = _leaf(

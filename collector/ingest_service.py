@@ -4,7 +4,8 @@ The device is whoever its bearer token says it is; PushRequest carries no device
 payload cannot claim another device's identity. A batch is checked whole before the store sees
 it, so a bad record rejects the batch and stores nothing (the agent bisects to find the record).
 The reply is sent only after the store committed; a server-side failure answers UNAVAILABLE
-(collector.rpc), which the agent retries.
+(collector.rpc), which the agent retries. While an operator rotates a device's token, replies
+to pushes made with the old token carry the new one (collector.credentials).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import asyncio
 import operator
 import re
 from itertools import islice
-from collections.abc import Sequence
 
 import grpc
 from infermeter.v1 import ingest_pb2
 
 from agent.codec import record_from_proto
+from agent.failpoints import failpoint
 from agent.record import InvalidRecord, UsageRecord, check_text, validate_all
+from collector.auth import bearer_token
 from collector.rpc import call_store
 from collector.store import DeviceInfo, Store
 
@@ -28,17 +30,6 @@ MAX_BATCH_RECORDS = 10_000
 # RESOURCE_EXHAUSTED before it reaches Push.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _STREAM_ID = re.compile(r"[0-9a-f]{32}")
-# The scheme is case-insensitive (RFC 7235); a token is visible ASCII without spaces.
-_BEARER = re.compile(r"(?i:bearer) +([\x21-\x7e]{1,512})")
-
-
-def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
-    """The token of the call's `authorization: Bearer <token>` entry, or None if absent/malformed."""
-    values = [value for key, value in metadata or () if key == "authorization"]
-    if len(values) != 1 or not isinstance(values[0], str):
-        return None
-    match = _BEARER.fullmatch(values[0])
-    return match[1] if match else None
 
 
 def decode_batch(request: ingest_pb2.PushRequest) -> tuple[DeviceInfo, list[UsageRecord]]:
@@ -90,8 +81,12 @@ class IngestServicer:
         except InvalidRecord as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         result = await call_store(context, self._store.ingest, auth.device_id, request.stream_id, device, records)
+        failpoint("ingest.after_commit")
+        # Only while the device's token is being rotated: hand over the new one, or retire the old.
+        new_token = await call_store(context, self._store.advance_rotation, auth, token) if auth.rotation else ""
         return ingest_pb2.PushResponse(
             acked_through_seq=result.acked_through_seq,
             inserted=result.inserted,
             duplicates=result.duplicates,
+            new_token=new_token,
         )

@@ -48,6 +48,34 @@ device_tokens = sa.Table(
     sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
 )
 
+# A token rotation under way (at most one per device). The new token is derived from the old
+# one and the nonce (collector.tokens.rotated_token) when the device presents the old one; its
+# SHA-256 is recorded here and in device_tokens then, and the old token's row goes when the
+# device first pushes with the new one.
+device_rotations = sa.Table(
+    "device_rotations",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("old_token_sha256", sa.String(64), nullable=False),
+    # NULL until the new token is first handed to the device.
+    sa.Column("new_token_sha256", sa.String(64), nullable=True),
+    sa.Column("started_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# Operators' bearer tokens for the HTTP and gRPC admin APIs (collector.auth), by role.
+admin_tokens = sa.Table(
+    "admin_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(32), primary_key=True),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    # collector.tokens.ROLES
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_unix_ns", sa.BigInteger, nullable=True),
+)
+
 price_books = sa.Table(
     "price_books",
     metadata,

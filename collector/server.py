@@ -3,9 +3,10 @@
 gRPC carries infermeter.v1.Ingest (devices), infermeter.v1.Admin (operators), health checking
 and reflection; HTTP carries the JSON API (collector.http_api).
 
-The admin surfaces are read-only and have no authentication yet (admin tokens come later), so
-both servers bind to 127.0.0.1 by default: reaching them from elsewhere is a deliberate choice
-of --grpc/--http addresses, to be made behind something that authenticates.
+With a certificate and key (collector.tls) both servers speak TLS, and gRPC may require client
+certificates (mutual TLS); without them, plaintext, for loopback and trusted networks: both
+bind to 127.0.0.1 by default, and listening anywhere else without TLS logs a warning, since
+device and admin tokens would cross the network readable.
 
 SIGTERM or SIGINT stops it gracefully: the health service says NOT_SERVING, both servers stop
 accepting, in-flight calls get GRACE_S to finish (a Push that has committed still gets its
@@ -36,6 +37,7 @@ from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
 from collector.params import format_address, parse_address
 from collector.rpc import add_service
 from collector.store import Store
+from collector.tls import ServerTls, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,11 @@ class Servers:
     grpc_address: str
     http_address: str
     grace_s: float
+    tls: bool = False
+
+    @property
+    def http_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.http_address}"
 
     async def stop(self) -> None:
         """Stop accepting calls; those in flight get grace_s to finish."""
@@ -63,20 +70,30 @@ class Servers:
         await asyncio.gather(self.grpc_server.stop(self.grace_s), self.http_runner.cleanup())
 
 
-async def start_servers(store: Store, *, grpc_address: str, http_address: str, grace_s: float = GRACE_S) -> Servers:
-    """Start both servers on the running loop; port 0 picks a free port."""
+async def start_servers(
+    store: Store, *, grpc_address: str, http_address: str, grace_s: float = GRACE_S, tls: ServerTls | None = None
+) -> Servers:
+    """Start both servers on the running loop; port 0 picks a free port. tls: both servers
+    speak TLS (gRPC asks for client certificates if it has a client CA)."""
     grpc_host, _ = parse_address(grpc_address)
     http_host, http_port = parse_address(http_address)
+    if tls is None:
+        _warn_if_exposed("gRPC", grpc_host)
+        _warn_if_exposed("HTTP", http_host)
     runner = web.AppRunner(make_app(store), shutdown_timeout=grace_s)
     server, health_servicer = await _grpc_server(store)
     try:
-        bound_grpc_port = server.add_insecure_port(grpc_address)
+        if tls is None:
+            bound_grpc_port = server.add_insecure_port(grpc_address)
+        else:
+            bound_grpc_port = server.add_secure_port(grpc_address, tls.grpc_credentials())
     except RuntimeError:
         raise OSError(f"cannot listen for gRPC on {grpc_address}: the address is in use or not available") from None
     await server.start()
     try:
         await runner.setup()
-        await web.TCPSite(runner, http_host, http_port).start()
+        ssl_context = tls.ssl_context() if tls is not None else None
+        await web.TCPSite(runner, http_host, http_port, ssl_context=ssl_context).start()
     except BaseException:
         await asyncio.gather(server.stop(None), runner.cleanup())
         raise
@@ -84,7 +101,16 @@ async def start_servers(store: Store, *, grpc_address: str, http_address: str, g
     return Servers(
         server, health_servicer, runner,
         format_address(grpc_host, bound_grpc_port), format_address(http_host, bound_http_port), grace_s,
+        tls=tls is not None,
     )
+
+
+def _warn_if_exposed(what: str, host: str) -> None:
+    if not is_loopback(host):
+        logger.warning(
+            "%s listens on %s without TLS: device and admin tokens cross the network readable; "
+            "give --tls-cert and --tls-key unless the network itself is trusted", what, host,
+        )
 
 
 async def _grpc_server(store: Store) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
@@ -92,7 +118,8 @@ async def _grpc_server(store: Store) -> tuple[grpc.aio.Server, health.aio.Health
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
     server = grpc.aio.server(options=options)
     add_service(server, INGEST, IngestServicer(store))
-    add_service(server, ADMIN, AdminServicer(store))
+    admin = AdminServicer(store)
+    add_service(server, ADMIN, admin, authorize=admin.authorize)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -103,18 +130,23 @@ async def _grpc_server(store: Store) -> tuple[grpc.aio.Server, health.aio.Health
 
 def write_ready_file(path: Path, servers: Servers) -> None:
     """Atomically: a reader sees no file or the whole of it, never half."""
-    write_atomically(path, json.dumps({"grpc": servers.grpc_address, "http": servers.http_address, "pid": os.getpid()}))
+    write_atomically(path, json.dumps({
+        "grpc": servers.grpc_address, "http": servers.http_address, "tls": servers.tls, "pid": os.getpid(),
+    }))
 
 
-async def _run(store: Store, db_url: str, grpc_address: str, http_address: str, ready_file: Path | None) -> None:
+async def _run(
+    store: Store, db_url: str, grpc_address: str, http_address: str, ready_file: Path | None, tls: ServerTls | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    servers = await start_servers(store, grpc_address=grpc_address, http_address=http_address)
+    servers = await start_servers(store, grpc_address=grpc_address, http_address=http_address, tls=tls)
     logger.info(
-        "collector serving gRPC on %s and HTTP on http://%s, store %s",
-        servers.grpc_address, servers.http_address, make_url(db_url).render_as_string(hide_password=True),
+        "collector serving gRPC on %s (%s) and HTTP on %s, store %s",
+        servers.grpc_address, _grpc_security(tls), servers.http_url,
+        make_url(db_url).render_as_string(hide_password=True),
     )
     if ready_file is not None:
         write_ready_file(ready_file, servers)
@@ -127,16 +159,23 @@ async def _run(store: Store, db_url: str, grpc_address: str, http_address: str, 
             ready_file.unlink(missing_ok=True)
 
 
+def _grpc_security(tls: ServerTls | None) -> str:
+    if tls is None:
+        return "plaintext"
+    return "TLS, client certificates required" if tls.client_ca is not None else "TLS"
+
+
 def serve(
     db_url: str,
     grpc_address: str = "127.0.0.1:50051",
     http_address: str = "127.0.0.1:8080",
     ready_file: str | os.PathLike | None = None,
+    tls: ServerTls | None = None,
 ) -> int:
     """Run the collector until SIGTERM/SIGINT; the exit code (0 after a graceful stop)."""
     store = Store.open(db_url)
     try:
-        asyncio.run(_run(store, db_url, grpc_address, http_address, Path(ready_file) if ready_file else None))
+        asyncio.run(_run(store, db_url, grpc_address, http_address, Path(ready_file) if ready_file else None, tls))
     finally:
         # asyncio.run has waited for the worker threads, so no store call is still running.
         store.close()

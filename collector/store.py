@@ -1,5 +1,6 @@
-"""The collector's store: devices and their tokens, priced usage records, price books, and the
-cost report, on SQLite (one collector) or PostgreSQL (several replicas).
+"""The collector's store: devices and their tokens (with rotations), admin tokens, priced usage
+records, price books, and the cost report, on SQLite (one collector) or PostgreSQL (several
+replicas).
 
 Exactly-once accounting: a batch is inserted with ON CONFLICT DO NOTHING on (device, stream,
 seq), priced, and the device's counters updated, in one transaction; only the rows that were
@@ -17,25 +18,44 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from agent.record import InvalidRecord, UsageRecord, check_text
-from collector import tokens
-from collector.bulk import insert_new_rows
+from collector import credentials, tokens
 from collector.books import PriceBookRow, PriceBooks
-from collector.database import StoreNotFound, StoreUnavailable, create_engine, migrate, transaction
+from collector.bulk import insert_new_rows
+from collector.credentials import (
+    AdminAuth,
+    AdminTokenRow,
+    NewAdminToken,
+    Rotation,
+    RotationRefused,
+    TtlCache,
+)
+from collector.database import (
+    StoreNotFound,
+    StoreUnavailable,
+    create_engine,
+    migrate,
+    transaction,
+)
 from collector.pricebook import NAME_PATTERN
-from collector.reports import CostGroup, CostReport, build_report, check_range, cost_query
+from collector.reports import (
+    CostGroup,
+    CostReport,
+    build_report,
+    check_range,
+    cost_query,
+)
 from collector.rows import RECORD_COLUMNS, priced_rows
-from collector.schema import device_tokens, devices
+from collector.schema import device_rotations, device_tokens, devices
 from collector.schema import records as records_table
 
 __all__ = [
-    "CostGroup", "CostReport", "DeviceAuth", "DeviceInfo", "DeviceRow", "IngestResult", "NewDevice",
-    "PriceBookRow", "Store", "StoreNotFound", "StoreUnavailable",
+    "AdminAuth", "AdminTokenRow", "CostGroup", "CostReport", "DeviceAuth", "DeviceInfo", "DeviceRow", "IngestResult",
+    "DEVICE_NAME_RULE", "NewAdminToken", "NewDevice", "PriceBookRow", "RotationRefused", "Store", "StoreNotFound", "StoreUnavailable",
 ]
 
 MAX_STREAM_ID_CHARS = 128
 MAX_CPU_CORES = 65_535
-# Bounds the token cache: a flood of wrong tokens empties it instead of growing it.
-_MAX_CACHED_TOKENS = 10_000
+DEVICE_NAME_RULE = "a device's name or id is 1-64 characters of A-Z a-z 0-9 . _ -"
 _RECORD_KEY = ("device_id", "stream_id", "seq")
 
 
@@ -70,6 +90,7 @@ class DeviceRow:
     records: int  # records stored for the device
     platform: str
     agent_version: str
+    rotating: bool  # a token rotation is under way
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,7 @@ class DeviceAuth:
     device_id: str
     name: str
     revoked: bool
+    rotation: Rotation | None = None  # the device's rotation under way, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +114,8 @@ class Store:
     ) -> None:
         self.engine = engine
         self._clock = clock
-        self._auth_cache_ttl_s = auth_cache_ttl_s
-        self._auth_cache: dict[str, tuple[float, DeviceAuth | None]] = {}
+        self._auth_cache: TtlCache[DeviceAuth] = TtlCache(auth_cache_ttl_s)
+        self._admin_cache: TtlCache[AdminAuth] = TtlCache(auth_cache_ttl_s)
         self._books = PriceBooks()
 
     @classmethod
@@ -147,19 +169,22 @@ class Store:
 
     def list_devices(self) -> list[DeviceRow]:
         with transaction(self.engine) as connection:
-            rows = connection.execute(sa.select(devices).order_by(devices.c.name)).all()
-        return [
-            DeviceRow(
-                device_id=row.device_id, name=row.name, profile=row.profile, site=row.site,
-                created_unix_ns=row.created_unix_ns, last_seen_unix_ns=row.last_seen_unix_ns,
-                revoked=row.revoked_unix_ns is not None, hostname=row.hostname, cpu_cores=row.cpu_cores,
-                records=row.record_count, platform=row.platform, agent_version=row.agent_version,
-            )
-            for row in rows
-        ]
+            return [_device_row(row) for row in connection.execute(_DEVICE_ROWS.order_by(devices.c.name))]
+
+    def device(self, name_or_id: str) -> DeviceRow | None:
+        """The device with this name, else with this id, or None."""
+        if type(name_or_id) is not str or not NAME_PATTERN.fullmatch(name_or_id):
+            return None
+        with transaction(self.engine) as connection:
+            for column in (devices.c.name, devices.c.device_id):
+                row = connection.execute(_DEVICE_ROWS.where(column == name_or_id)).first()
+                if row is not None:
+                    return _device_row(row)
+        return None
 
     def revoke_device(self, device_id: str) -> None:
-        """Refuse the device's tokens from now on (its records stay). KeyError if unknown."""
+        """Refuse the device's tokens from now on (its records stay); a rotation under way
+        ends. KeyError if unknown."""
         with transaction(self.engine, write=True) as connection:
             updated = connection.execute(
                 sa.update(devices)
@@ -168,7 +193,50 @@ class Store:
             ).rowcount
             if not updated and not _device_exists(connection, device_id):
                 raise KeyError(f"no device {device_id!r}")
+            credentials.drop_rotation(connection, device_id)
         self._auth_cache.clear()
+
+    def rotate_device(self, device_id: str) -> None:
+        """Start rotating the device's token (collector.credentials): its next push gets a new
+        token, and the old one is retired at the first push made with the new one. KeyError if
+        unknown; RotationRefused (a ValueError) if revoked or a rotation is under way."""
+        with transaction(self.engine, write=True) as connection:
+            # FOR UPDATE: concurrent rotations (and a revocation) of one device on PostgreSQL
+            # take turns here, so the second sees the first's rotation and is refused, instead
+            # of both inserting one and the second failing on the key. (SQLite's write
+            # transactions already take turns.)
+            row = connection.execute(
+                sa.select(devices.c.name, devices.c.revoked_unix_ns)
+                .where(devices.c.device_id == device_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise KeyError(f"no device {device_id!r}")
+            if row.revoked_unix_ns is not None:
+                raise RotationRefused(f"device {row.name!r} is revoked: its token cannot be rotated")
+            credentials.start_rotation(connection, device_id, row.name, now_unix_ns=self._clock())
+        self._auth_cache.clear()
+
+    def advance_rotation(self, auth: DeviceAuth, token: str) -> str:
+        """After a push authenticated by `token`: the new token to hand to the device if it
+        pushed with the token being rotated, else "" (and if it pushed with the new token,
+        the old one is retired)."""
+        rotation = auth.rotation
+        if rotation is None:
+            return ""
+        digest = tokens.token_sha256(token)
+        if tokens.digest_matches(rotation.old_token_sha256, digest):
+            new_token = tokens.rotated_token(token, rotation.nonce)
+            with transaction(self.engine, write=True) as connection:
+                delivered = credentials.deliver_rotation(
+                    connection, auth.device_id, rotation, new_token, now_unix_ns=self._clock()
+                )
+            return new_token if delivered else ""
+        if rotation.new_token_sha256 is not None and tokens.digest_matches(rotation.new_token_sha256, digest):
+            with transaction(self.engine, write=True) as connection:
+                credentials.finish_rotation(connection, auth.device_id, rotation)
+            self._auth_cache.clear()
+        return ""
 
     def authenticate(self, token: str) -> DeviceAuth | None:
         """The device a bearer token belongs to (revoked ones included, flagged), or None.
@@ -177,22 +245,53 @@ class Store:
         if not tokens.could_be_token(token):
             return None
         digest = tokens.token_sha256(token)
-        now_s = time.monotonic()
-        cached = self._auth_cache.get(digest)
-        if cached is not None and cached[0] > now_s:
-            return cached[1]
+        found, auth = self._auth_cache.get(digest)
+        if found:
+            return auth
         with transaction(self.engine) as connection:
             row = connection.execute(
                 sa.select(device_tokens.c.token_sha256, devices.c.device_id, devices.c.name, devices.c.revoked_unix_ns)
                 .join(devices, device_tokens.c.device_id == devices.c.device_id)
                 .where(device_tokens.c.token_sha256 == digest)
             ).first()
-        auth = None
-        if row is not None and tokens.digest_matches(row.token_sha256, digest):
-            auth = DeviceAuth(row.device_id, row.name, row.revoked_unix_ns is not None)
-        if len(self._auth_cache) >= _MAX_CACHED_TOKENS:
-            self._auth_cache.clear()
-        self._auth_cache[digest] = (now_s + self._auth_cache_ttl_s, auth)
+            if row is not None and tokens.digest_matches(row.token_sha256, digest):
+                rotation = credentials.pending_rotation(connection, row.device_id)
+                auth = DeviceAuth(row.device_id, row.name, row.revoked_unix_ns is not None, rotation)
+        self._auth_cache.put(digest, auth)
+        return auth
+
+    # Admin tokens
+
+    def add_admin_token(self, role: str, *, name: str = "") -> NewAdminToken:
+        """A new admin token; the returned token is its only copy. ValueError for an unknown
+        role (collector.tokens.ROLES) or an invalid name."""
+        credentials.check_admin_token_fields(name, role)
+        with transaction(self.engine, write=True) as connection:
+            return credentials.insert_admin_token(connection, name, role, now_unix_ns=self._clock())
+
+    def list_admin_tokens(self) -> list[AdminTokenRow]:
+        with transaction(self.engine) as connection:
+            return credentials.admin_token_rows(connection)
+
+    def revoke_admin_token(self, token_id: str) -> None:
+        """Refuse the token from now on (within auth_cache_ttl_s on other replicas). KeyError if
+        unknown."""
+        with transaction(self.engine, write=True) as connection:
+            credentials.revoke_admin_token_row(connection, token_id, now_unix_ns=self._clock())
+        self._admin_cache.clear()
+
+    def authenticate_admin(self, token: str) -> AdminAuth | None:
+        """The admin token a bearer token is (revoked ones included, flagged), or None; cached
+        like device tokens."""
+        if not tokens.could_be_token(token, tokens.ADMIN_TOKEN_PREFIX):
+            return None
+        digest = tokens.token_sha256(token)
+        found, auth = self._admin_cache.get(digest)
+        if found:
+            return auth
+        with transaction(self.engine) as connection:
+            auth = credentials.find_admin_token(connection, digest)
+        self._admin_cache.put(digest, auth)
         return auth
 
     # Records
@@ -276,6 +375,20 @@ class Store:
             rows = connection.execute(query).all()
             currency = self._books.currency(connection)
         return build_report(group_by, currency, rows)
+
+
+_DEVICE_ROWS = sa.select(devices, device_rotations.c.device_id.is_not(None).label("rotating")).outerjoin(
+    device_rotations, device_rotations.c.device_id == devices.c.device_id
+)
+
+
+def _device_row(row: sa.Row) -> DeviceRow:
+    return DeviceRow(
+        device_id=row.device_id, name=row.name, profile=row.profile, site=row.site,
+        created_unix_ns=row.created_unix_ns, last_seen_unix_ns=row.last_seen_unix_ns,
+        revoked=row.revoked_unix_ns is not None, hostname=row.hostname, cpu_cores=row.cpu_cores,
+        records=row.record_count, platform=row.platform, agent_version=row.agent_version, rotating=bool(row.rotating),
+    )
 
 
 def _device_exists(connection: sa.Connection, device_id: str) -> bool:

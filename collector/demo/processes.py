@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,10 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 def start_collector(
     db_url: str, workdir: Path, *, grpc_address: str = "127.0.0.1:0",
-    http_address: str = "127.0.0.1:0", timeout_s: float = 30.0,
+    http_address: str = "127.0.0.1:0", timeout_s: float = 30.0, extra_args: Sequence[str] = (),
 ) -> Collector:
-    """Start `infermeter collector serve` and wait until it listens (its --ready-file)."""
+    """Start `infermeter collector serve` and wait until it listens (its --ready-file).
+    extra_args: more options of `collector serve` (--tls-cert FILE, ...)."""
     ready = workdir / "collector.ready.json"
     ready.unlink(missing_ok=True)
     log_path = workdir / "collector.log"
@@ -54,7 +56,7 @@ def start_collector(
         process = subprocess.Popen(
             _command(
                 "collector", "serve", "--db", db_url, "--grpc", grpc_address,
-                "--http", http_address, "--ready-file", str(ready),
+                "--http", http_address, "--ready-file", str(ready), *extra_args,
             ),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

@@ -32,8 +32,9 @@ def _say(message: str, *, quiet: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get_json(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
@@ -63,14 +64,14 @@ def _run_model(buffer_path: Path, runs: int, *, quiet: bool) -> int:
     return stats.written
 
 
-def _wait_for_sync(http_url: str, expected: int, timeout_s: float, *, quiet: bool) -> dict:
+def _wait_for_sync(http_url: str, token: str, expected: int, timeout_s: float, *, quiet: bool) -> dict:
     """Poll the collector's cost API until it holds the `expected` inference records (the idle
     records that carry the device's unattributed energy stand for no inference); the report."""
     query = "group_by=" + ",".join(GROUP_BY)
     deadline = time.monotonic() + timeout_s
     last = -1
     while True:
-        report = _get_json(f"{http_url}/api/v1/costs?{query}")
+        report = _get_json(f"{http_url}/api/v1/costs?{query}", token)
         synced = report["total_inferences"]
         if synced != last:
             _say(f"  collector has {synced}/{expected} inference records", quiet=quiet)
@@ -102,6 +103,7 @@ def run_demo(workdir: Path, runs: int, timeout_s: float, *, quiet: bool) -> dict
     store = Store.open(db_url)
     try:
         device = store.add_device("demo-device")
+        viewer = store.add_admin_token("viewer", name="demo")
     finally:
         store.close()
     collector = processes.start_collector(db_url, workdir)
@@ -110,7 +112,7 @@ def run_demo(workdir: Path, runs: int, timeout_s: float, *, quiet: bool) -> dict
     try:
         _say(f"running the bundled model {runs} times through Meter.wrap_onnx", quiet=quiet)
         made = _run_model(workdir / "buffer.db", runs, quiet=quiet)
-        report = _wait_for_sync(collector.http_url, made, timeout_s, quiet=quiet)
+        report = _wait_for_sync(collector.http_url, viewer.token, made, timeout_s, quiet=quiet)
     finally:
         agent_code = processes.stop(agent)
         collector_code = processes.stop(collector.process)

@@ -13,6 +13,7 @@ from agent.buffer import Buffer
 from agent.meter import Meter
 from agent.record import UsageRecord
 from collector.demo.model import INPUT_NAME, INPUT_WIDTH, MODEL_PATH
+from tests.agent.daemon_process import DaemonProcess, holding_collector
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -115,3 +116,23 @@ def meter(buffer_path: Path, clock: FakeClock) -> Iterator[Meter]:
     meter = Meter(buffer_path, tags={"project": "search"}, start_thread=False, clock=clock)
     yield meter
     meter.close()
+
+
+@pytest.fixture
+def collector():
+    with holding_collector() as served:
+        yield served
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, **kwargs: object) -> DaemonProcess:
+        daemon = DaemonProcess(tmp_path, config, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sqlite3
+import stat
 import time
 
 import pytest
 
-from agent.buffer import APPEND_COLUMNS, MIGRATIONS, SCHEMA_VERSION, Buffer, BufferError, row_from_record
+from agent.buffer import (
+    APPEND_COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Buffer,
+    BufferError,
+    row_from_record,
+)
 from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
 
 
@@ -178,3 +187,18 @@ def test_several_processes_append_at_once_and_seqs_stay_a_prefix(tmp_path):
     for writer in range(4):
         mine = [r.duration_ns for r in records if r.pid == writer]
         assert mine == list(range(1000))  # each writer's records kept its own order
+
+
+def test_a_new_buffer_is_group_writable_whatever_the_umask(tmp_path):
+    """The daemon and the apps that meter run as different users of one group: whichever
+    creates the buffer, the others must be able to write it (and its WAL)."""
+    old_umask = os.umask(0o077)
+    try:
+        with Buffer.open(tmp_path / "buffer.db") as buffer:
+            buffer.append([])
+            with buffer.transaction() as conn:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('probe', '1')")
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    finally:
+        os.umask(old_umask)
+    assert modes == {"buffer.db": 0o660, "buffer.db-wal": 0o660, "buffer.db-shm": 0o660}

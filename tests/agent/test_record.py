@@ -10,8 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.record import (
-    INT64_MAX, MAX_START_UNIX_NS, MIN_START_UNIX_NS, EnergyShare, InvalidRecord, Kind, Memory,
-    Status, UsageRecord, validate, validate_all,
+    INT64_MAX,
+    MAX_START_UNIX_NS,
+    MIN_START_UNIX_NS,
+    EnergyShare,
+    InvalidRecord,
+    Kind,
+    Memory,
+    Status,
+    UsageRecord,
+    validate,
+    validate_all,
 )
 
 GOOD = UsageRecord(

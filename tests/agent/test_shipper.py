@@ -75,6 +75,31 @@ def test_rejected_batch_is_bisected_so_good_records_still_go(buffer):
     assert exporter.calls < 16  # log2 splits, not one call per record
 
 
+def test_the_batch_after_a_refused_one_is_sent_and_judged_on_its_own(buffer):
+    fill(buffer, 3)
+    exporter = RefusingExporter(bad={2})
+    report = Shipper(buffer, exporter, batch_size=2).run_once()
+    assert sorted(r.seq for r in exporter.received) == [1, 3]
+    assert [record.seq for record, _ in buffer.rejected()] == [2] and report.rejected == 1
+    assert buffer.stats().records == 0
+
+
+def test_a_full_buffer_that_cannot_delete_what_was_acknowledged_ends_the_round(tmp_path):
+    class FullBuffer(Buffer):
+        """Deletes nothing, as Buffer.delete_through does on a full disk."""
+
+        def delete_through(self, seq: int) -> int:
+            return 0
+
+    with FullBuffer.open(tmp_path / "buffer.db") as full:
+        fill(full, 30)
+        exporter = InMemoryExporter()
+        report = Shipper(full, exporter, batch_size=10).run_once()
+    # The first batch was acknowledged; the second went out before that was known; no more.
+    assert (report.batches, report.undeleted, report.failure) == (1, 10, None)
+    assert [r.seq for r in exporter.received] == list(range(1, 21))
+
+
 def test_never_deletes_past_what_it_sent(buffer):
     fill(buffer, 10)
 

@@ -1,6 +1,7 @@
 """Shared pieces of the collector's server tests: the servers on loopback in a background
-thread, records and batches to push, and a small JSON Schema check for the OpenAPI document.
-(The `store` and `servers` fixtures over them are in conftest.py.)"""
+thread (plaintext or TLS), records and batches to push, bearer tokens as HTTP headers and gRPC
+metadata, and a small JSON Schema check for the OpenAPI document. (The `store`, `servers` and
+token fixtures over them are in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from infermeter.v1 import ingest_pb2, usage_pb2
 from agent.codec import record_to_proto
 from agent.record import EnergyShare, Kind, UsageRecord
 from collector.server import Servers, start_servers
+from collector.tls import ServerTls
 
 STREAM_ID = "0123456789abcdef0123456789abcdef"
 START_UNIX_NS = 1_795_000_000 * 10**9  # 2026-11-18T11:06:40Z
@@ -23,9 +25,10 @@ class ServersThread:
     """collector.server's servers on their own event loop, as in the real process; tests talk
     to them over real channels and sockets from the main thread."""
 
-    def __init__(self, store, *, grace_s: float = 5.0) -> None:
+    def __init__(self, store, *, grace_s: float = 5.0, tls: ServerTls | None = None) -> None:
         self._store = store
         self._grace_s = grace_s
+        self._tls = tls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.servers: Servers | None = None
@@ -39,7 +42,9 @@ class ServersThread:
     def __enter__(self) -> ServersThread:
         self._thread.start()
         self.servers = self.run(
-            start_servers(self._store, grpc_address="127.0.0.1:0", http_address="127.0.0.1:0", grace_s=self._grace_s)
+            start_servers(
+                self._store, grpc_address="127.0.0.1:0", http_address="127.0.0.1:0", grace_s=self._grace_s, tls=self._tls
+            )
         )
         return self
 
@@ -64,7 +69,18 @@ class ServersThread:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.servers.http_address}"
+        """http://HOST:PORT, or https:// when the servers speak TLS."""
+        return self.servers.http_url
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The HTTP header that carries a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def bearer_metadata(token: str) -> list[tuple[str, str]]:
+    """The gRPC metadata that carries a token."""
+    return [("authorization", f"Bearer {token}")]
 
 
 def make_record(seq: int, **fields) -> UsageRecord:
@@ -95,6 +111,16 @@ def push_request(records, *, stream_id: str = STREAM_ID, **fields) -> ingest_pb2
     return request
 
 
+def resolve(document: dict, item: dict) -> dict:
+    """An OpenAPI object, or the one its local `$ref` points to."""
+    while "$ref" in item:
+        target = document
+        for part in item["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        item = target
+    return item
+
+
 # A JSON Schema subset, enough for the OpenAPI document's schemas: $ref to components, type
 # (one or a list), properties, required, additionalProperties: false, items, enum, pattern,
 # minimum. An unsupported keyword fails loudly, so the check never silently passes.
@@ -116,10 +142,7 @@ def schema_errors(value, schema: dict, document: dict, path: str = "$") -> list[
     if unknown:
         raise AssertionError(f"{path}: schema keywords this check does not know: {sorted(unknown)}")
     if "$ref" in schema:
-        target = document
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        return schema_errors(value, target, document, path)
+        return schema_errors(value, resolve(document, schema), document, path)
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not any(_TYPES[name](value) for name in types):

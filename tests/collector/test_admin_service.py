@@ -1,4 +1,6 @@
-"""infermeter.v1.Admin, health checking and reflection over a real channel."""
+"""infermeter.v1.Admin, health checking and reflection over a real channel. Admin calls go with
+a viewer token (reads); who may call what is tested in test_auth.py, rotation in
+test_rotation.py."""
 
 from __future__ import annotations
 
@@ -11,18 +13,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from infermeter.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
 
-from tests.collector.helpers import make_record, push_request
-
-
-@pytest.fixture
-def channel(servers):
-    with grpc.insecure_channel(servers.grpc_address) as channel:
-        yield channel
+from tests.collector.helpers import bearer, bearer_metadata, make_record, push_request
 
 
 @pytest.fixture
 def admin(channel):
     return admin_pb2_grpc.AdminStub(channel)
+
+
+@pytest.fixture
+def viewer(viewer_token):
+    """The metadata of a call made with a viewer token."""
+    return bearer_metadata(viewer_token)
 
 
 @pytest.fixture
@@ -32,13 +34,14 @@ def pushed(store, channel):
     store.add_device("edge-2")
     records = [make_record(1), make_record(2), make_record(3, model="bert", tags={"project": "ads"})]
     ingest_pb2_grpc.IngestStub(channel).Push(
-        push_request(records), metadata=[("authorization", f"Bearer {device.token}")], timeout=10
+        push_request(records), metadata=bearer_metadata(device.token), timeout=10
     )
     return device
 
 
-def test_list_devices(admin, pushed):
-    devices = {d.name: d for d in admin.ListDevices(admin_pb2.ListDevicesRequest(), timeout=10).devices}
+def test_list_devices(admin, viewer, pushed):
+    reply = admin.ListDevices(admin_pb2.ListDevicesRequest(), metadata=viewer, timeout=10)
+    devices = {d.name: d for d in reply.devices}
 
     assert set(devices) == {"edge-1", "edge-2"}
     edge1 = devices["edge-1"]
@@ -46,12 +49,14 @@ def test_list_devices(admin, pushed):
     assert edge1.created_unix_ns > 0 and edge1.last_seen_unix_ns >= edge1.created_unix_ns
     assert (edge1.records, edge1.hostname, edge1.cpu_cores) == (3, "edge-1", 4)
     assert edge1.platform and edge1.agent_version
+    assert not edge1.rotating
     assert (devices["edge-2"].last_seen_unix_ns, devices["edge-2"].records) == (0, 0)  # never pushed
 
 
-def test_get_costs_says_what_the_http_api_says(admin, pushed, servers):
-    reply = admin.GetCosts(admin_pb2.GetCostsRequest(group_by=["model", "tag:project"]), timeout=10)
-    with urllib.request.urlopen(f"{servers.http_url}/api/v1/costs?group_by=model,tag:project", timeout=10) as response:
+def test_get_costs_says_what_the_http_api_says(admin, viewer, viewer_token, pushed, servers):
+    reply = admin.GetCosts(admin_pb2.GetCostsRequest(group_by=["model", "tag:project"]), metadata=viewer, timeout=10)
+    request = urllib.request.Request(f"{servers.http_url}/api/v1/costs?group_by=model,tag:project", headers=bearer(viewer_token))
+    with urllib.request.urlopen(request, timeout=10) as response:
         http = json.load(response)
 
     assert list(reply.group_by) == http["group_by"] == ["model", "tag:project"]
@@ -69,9 +74,11 @@ def test_get_costs_says_what_the_http_api_says(admin, pushed, servers):
     assert sorted(tuple(g.key) for g in reply.groups) == [("bert", "ads"), ("resnet50", "search")]
 
 
-def test_get_costs_time_range_zero_is_unbounded(admin, pushed):
-    unbounded = admin.GetCosts(admin_pb2.GetCostsRequest(), timeout=10)
-    after_all = admin.GetCosts(admin_pb2.GetCostsRequest(since_unix_ns=make_record(3).start_unix_ns + 1), timeout=10)
+def test_get_costs_time_range_zero_is_unbounded(admin, viewer, pushed):
+    unbounded = admin.GetCosts(admin_pb2.GetCostsRequest(), metadata=viewer, timeout=10)
+    after_all = admin.GetCosts(
+        admin_pb2.GetCostsRequest(since_unix_ns=make_record(3).start_unix_ns + 1), metadata=viewer, timeout=10
+    )
 
     assert unbounded.total_inferences == 3
     assert after_all.total_inferences == 0
@@ -86,18 +93,43 @@ def test_get_costs_time_range_zero_is_unbounded(admin, pushed):
     ],
     ids=["unknown-key", "empty-tag", "since-after-until"],
 )
-def test_get_costs_bad_query_is_invalid_argument(admin, request_):
+def test_get_costs_bad_query_is_invalid_argument(admin, viewer, request_):
     with pytest.raises(grpc.RpcError) as caught:
-        admin.GetCosts(request_, timeout=10)
+        admin.GetCosts(request_, metadata=viewer, timeout=10)
 
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_garbage_bytes_to_admin_are_invalid_argument(channel):
+def test_garbage_bytes_to_admin_are_invalid_argument(channel, viewer):
+    with pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary("/infermeter.v1.Admin/GetCosts")(b"\xff\xff\xff", metadata=viewer, timeout=10)
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_garbage_bytes_without_a_token_are_refused_before_they_are_read(channel):
     with pytest.raises(grpc.RpcError) as caught:
         channel.unary_unary("/infermeter.v1.Admin/GetCosts")(b"\xff\xff\xff", timeout=10)
 
-    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("method", ["RotateDevice", "RevokeDevice"])
+@pytest.mark.parametrize("name, code", [
+    ("edge-9", grpc.StatusCode.NOT_FOUND),
+    ("../etc", grpc.StatusCode.INVALID_ARGUMENT),
+    ("", grpc.StatusCode.INVALID_ARGUMENT),
+    ("x" * 65, grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_a_device_that_is_not_there_changes_nothing(admin, admin_token, store, method, name, code):
+    store.add_device("edge-1")
+    request = getattr(admin_pb2, f"{method}Request")(name=name)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(admin, method)(request, metadata=bearer_metadata(admin_token), timeout=10)
+
+    assert caught.value.code() is code
+    assert [(d.revoked, d.rotating) for d in store.list_devices()] == [(False, False)]
 
 
 @pytest.mark.parametrize("service", ["", "infermeter.v1.Ingest", "infermeter.v1.Admin"])

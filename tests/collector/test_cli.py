@@ -8,11 +8,14 @@ import sys
 import urllib.request
 
 import pytest
+import sqlalchemy as sa
 
 from agent.cli import build_parser, main
+from collector import tokens
 from collector.cli import format_cost_report
+from collector.schema import admin_tokens
 from collector.store import DeviceInfo, Store
-from tests.collector.helpers import STREAM_ID, ServersThread, make_record
+from tests.collector.helpers import STREAM_ID, ServersThread, bearer, make_record
 
 PRICE_BOOK = {
     "currency": "EUR",
@@ -36,6 +39,13 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
         code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def http_get(url: str, store: Store) -> object:
+    """GET url with a new viewer token of `store`; the JSON body."""
+    request = urllib.request.Request(url, headers=bearer(store.add_admin_token("viewer").token))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def with_records(db: str) -> Store:
@@ -81,8 +91,8 @@ def test_device_add_bad_or_duplicate_name_is_a_usage_error(db, capsys, name):
 def test_device_list_json_is_the_http_apis_object(db, capsys):
     store = with_records(db)
     try:
-        with ServersThread(store) as running, urllib.request.urlopen(f"{running.http_url}/api/v1/devices") as response:
-            http = json.load(response)
+        with ServersThread(store) as running:
+            http = http_get(f"{running.http_url}/api/v1/devices", store)
     finally:
         store.close()
 
@@ -119,12 +129,121 @@ def test_device_revoke_of_an_unknown_device_is_a_usage_error(db, capsys):
     assert err.startswith("infermeter: no device named or with id 'edge-9'") and err.count("\n") == 1
 
 
+def test_device_rotate_starts_a_rotation(db, capsys):
+    with Store.open(db) as store:
+        device = store.add_device("edge-1")
+
+    code, out, _ = run(capsys, "admin", "device", "rotate", "edge-1", "--json")
+
+    assert code == 0
+    assert json.loads(out) == {"device_id": device.device_id, "name": "edge-1", "rotating": True}
+    with Store.open(db) as store:
+        assert store.authenticate(device.token).rotation is not None
+    assert "rotating" in run(capsys, "admin", "device", "list")[1]
+    # One rotation at a time: the next starts once the device has pushed with its new token.
+    code, out, err = run(capsys, "admin", "device", "rotate", device.device_id)
+    assert (code, out) == (2, "")
+    assert "under way" in err and err.count("\n") == 1
+
+
+def test_device_rotate_of_a_revoked_or_unknown_device_is_a_usage_error(db, capsys):
+    run(capsys, "admin", "device", "add", "edge-1")
+    run(capsys, "admin", "device", "revoke", "edge-1")
+
+    for name, says in (("edge-1", "revoked"), ("edge-9", "no device named or with id 'edge-9'")):
+        code, out, err = run(capsys, "admin", "device", "rotate", name)
+        assert (code, out) == (2, "")
+        assert says in err and err.count("\n") == 1
+
+
+def stored_admin_tokens(db: str) -> list[sa.Row]:
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(admin_tokens)).all()
+    finally:
+        engine.dispose()
+
+
+def test_token_add_shows_the_token_once_and_stores_only_its_hash(db, capsys):
+    code, out, err = run(capsys, "admin", "token", "add", "--role", "viewer", "--name", "grafana")
+
+    assert (code, err) == (0, "")
+    (token,) = [line.strip() for line in out.splitlines() if line.strip().startswith(tokens.ADMIN_TOKEN_PREFIX)]
+    assert "shown only this once" in out
+    with Store.open(db) as store:
+        auth = store.authenticate_admin(token)
+    assert (auth.name, auth.role, auth.revoked) == ("grafana", "viewer", False)
+    (row,) = stored_admin_tokens(db)
+    assert row.token_sha256 == tokens.token_sha256(token)
+    assert not any(token in str(value) for value in row)
+    code, out, _ = run(capsys, "admin", "token", "list")
+    assert code == 0 and token not in out
+    assert [auth.token_id, "grafana", "viewer"] == out.splitlines()[1].split()[:3] and "active" in out
+
+
+def test_token_add_and_list_json(db, capsys):
+    code, out, _ = run(capsys, "admin", "token", "add", "--role", "admin", "--json")
+
+    assert code == 0
+    added = json.loads(out)
+    assert set(added) == {"token_id", "name", "role", "token"}
+    assert (added["role"], added["name"]) == ("admin", "")
+    code, out, _ = run(capsys, "admin", "token", "list", "--json")
+    assert code == 0
+    (listed,) = json.loads(out)["tokens"]
+    assert listed == {
+        "token_id": added["token_id"], "name": "", "role": "admin",
+        "created_unix_ns": listed["created_unix_ns"], "revoked": False,
+    }
+    assert added["token"] not in out
+
+
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_token_revoke_refuses_the_token(db, capsys, by):
+    added = json.loads(run(capsys, "admin", "token", "add", "--role", "viewer", "--name", "ci", "--json")[1])
+
+    code, out, _ = run(capsys, "admin", "token", "revoke", "ci" if by == "name" else added["token_id"], "--json")
+
+    assert code == 0
+    assert json.loads(out) == {"token_id": added["token_id"], "name": "ci", "revoked": True}
+    with Store.open(db) as store:
+        assert store.authenticate_admin(added["token"]).revoked is True
+    code, out, _ = run(capsys, "admin", "token", "revoke", added["token_id"])
+    assert code == 0 and "was revoked already" in out
+    assert "revoked" in run(capsys, "admin", "token", "list")[1]
+
+
+def test_token_revoke_by_a_name_two_tokens_share_is_refused(db, capsys):
+    for _ in range(2):
+        run(capsys, "admin", "token", "add", "--role", "viewer", "--name", "shared")
+
+    code, out, err = run(capsys, "admin", "token", "revoke", "shared")
+
+    assert (code, out) == (2, "")
+    assert "2 admin tokens have the name 'shared'" in err and err.count("\n") == 1
+    assert [row.revoked_unix_ns for row in stored_admin_tokens(db)] == [None, None]
+
+
+@pytest.mark.parametrize("argv", [
+    ("admin", "token", "add", "--role", "root"),
+    ("admin", "token", "add"),
+    ("admin", "token", "add", "--role", "viewer", "--name", "has space"),
+    ("admin", "token", "revoke", "adm_0000000000000000"),
+], ids=["unknown-role", "no-role", "bad-name", "unknown-token"])
+def test_token_usage_errors_exit_2(db, capsys, argv):
+    code, out, err = run(capsys, *argv)
+
+    assert (code, out) == (2, "")
+    assert "Traceback" not in err
+    assert stored_admin_tokens(db) == []
+
+
 def test_report_costs_json_is_the_http_apis_object(db, capsys):
     store = with_records(db)
     try:
         with ServersThread(store) as running:
-            with urllib.request.urlopen(f"{running.http_url}/api/v1/costs?group_by=model,device") as response:
-                http = json.load(response)
+            http = http_get(f"{running.http_url}/api/v1/costs?group_by=model,device", store)
     finally:
         store.close()
 
@@ -169,7 +288,7 @@ def test_usage_errors_exit_2_with_one_line(db, capsys, argv):
 
 
 @pytest.mark.parametrize(
-    "argv", [("report", "costs"), ("admin", "device", "list"), ("admin", "pricebook", "list")]
+    "argv", [("report", "costs"), ("admin", "device", "list"), ("admin", "pricebook", "list"), ("admin", "token", "list")]
 )
 def test_reading_commands_do_not_create_a_missing_database(tmp_path, capsys, argv):
     missing = tmp_path / "missing-dir" / "x.db"
@@ -228,6 +347,7 @@ def test_pricebook_add_bad_file(db, tmp_path, capsys, name, text, exit_code):
 def test_every_command_has_help_with_examples(capsys):
     for argv in (
         ["collector", "serve"], ["admin", "device", "add"], ["admin", "device", "list"], ["admin", "device", "revoke"],
+        ["admin", "device", "rotate"], ["admin", "token", "add"], ["admin", "token", "list"], ["admin", "token", "revoke"],
         ["admin", "pricebook", "add"], ["admin", "pricebook", "list"], ["report", "costs"],
     ):
         with pytest.raises(SystemExit) as exit_:

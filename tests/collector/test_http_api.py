@@ -1,5 +1,6 @@
 """The HTTP API on a real port: each route, the error shape, bad parameters, and the OpenAPI
-document kept true (the routes served are those documented, and responses match its schemas)."""
+document kept true (the routes served are those documented, and responses match its schemas).
+Reads go with a viewer token; who may call what is tested in test_auth.py."""
 
 from __future__ import annotations
 
@@ -14,16 +15,27 @@ import grpc
 import pytest
 from infermeter.v1 import ingest_pb2_grpc
 
+from collector import tokens
+from collector.auth import HTTP_ROLES, PUBLIC
 from collector.http_api import OPENAPI_PATH, make_app
 from collector.params import QueryError, parse_time_ns
 from collector.store import Store, StoreUnavailable
-from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request, schema_errors
+from tests.collector.helpers import (
+    START_UNIX_NS,
+    ServersThread,
+    bearer,
+    bearer_metadata,
+    make_record,
+    push_request,
+    resolve,
+    schema_errors,
+)
 
 DOCUMENT = json.loads(OPENAPI_PATH.read_text())
 
 
-def call(url: str, method: str = "GET") -> tuple[int, dict, object]:
-    request = urllib.request.Request(url, method=method)
+def call(url: str, method: str = "GET", *, token: str | None = None) -> tuple[int, dict, object]:
+    request = urllib.request.Request(url, method=method, headers=bearer(token) if token else {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), json.load(response)
@@ -33,14 +45,18 @@ def call(url: str, method: str = "GET") -> tuple[int, dict, object]:
 
 def documented_errors(path: str, status: int, body: object, method: str = "get") -> list[str]:
     """Schema errors of `body` against what the document says `path` answers with `status`."""
-    response = DOCUMENT["paths"][path][method]["responses"][str(status)]
-    if "$ref" in response:
-        response = DOCUMENT["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    response = resolve(DOCUMENT, DOCUMENT["paths"][path][method]["responses"][str(status)])
     return schema_errors(body, response["content"]["application/json"]["schema"], DOCUMENT)
 
 
 def error_errors(body: object) -> list[str]:
     return schema_errors(body, {"$ref": "#/components/schemas/Error"}, DOCUMENT)
+
+
+@pytest.fixture
+def get(servers, viewer_token):
+    """GET a path of the API with a viewer token: (status, headers, JSON body)."""
+    return lambda path: call(f"{servers.http_url}{path}", token=viewer_token)
 
 
 @pytest.fixture
@@ -55,12 +71,12 @@ def pushed(store, servers):
     ]
     with grpc.insecure_channel(servers.grpc_address) as channel:
         ingest_pb2_grpc.IngestStub(channel).Push(
-            push_request(records), metadata=[("authorization", f"Bearer {device.token}")], timeout=10
+            push_request(records), metadata=bearer_metadata(device.token), timeout=10
         )
     return records
 
 
-def test_healthz(servers):
+def test_healthz_needs_no_token(servers):
     status, _, body = call(f"{servers.http_url}/healthz")
 
     assert (status, body) == (200, {"status": "ok"})
@@ -77,8 +93,12 @@ class BrokenStore(Store):
 def test_an_unusable_store_is_503_json(tmp_path):
     broken = BrokenStore.open(f"sqlite:///{tmp_path / 'broken.db'}")
     try:
+        token = broken.add_admin_token(tokens.VIEWER).token
         with ServersThread(broken) as running:
-            answers = {path: call(f"{running.http_url}{path}") for path in ("/healthz", "/api/v1/costs", "/api/v1/devices")}
+            answers = {
+                path: call(f"{running.http_url}{path}", token=token)
+                for path in ("/healthz", "/api/v1/costs", "/api/v1/devices")
+            }
     finally:
         broken.close()
 
@@ -88,8 +108,8 @@ def test_an_unusable_store_is_503_json(tmp_path):
         assert documented_errors(path, 503, body) == []
 
 
-def test_costs_grouped_with_exact_money(servers, pushed):
-    status, _, body = call(f"{servers.http_url}/api/v1/costs?group_by=model,device,tag:project")
+def test_costs_grouped_with_exact_money(get, pushed):
+    status, _, body = get("/api/v1/costs?group_by=model,device,tag:project")
 
     assert status == 200
     assert documented_errors("/api/v1/costs", 200, body) == []
@@ -116,8 +136,8 @@ def test_costs_grouped_with_exact_money(servers, pushed):
         ("group_by=", 4),
     ],
 )
-def test_costs_time_range(servers, pushed, query, records):
-    status, _, body = call(f"{servers.http_url}/api/v1/costs?{query}")
+def test_costs_time_range(get, pushed, query, records):
+    status, _, body = get(f"/api/v1/costs?{query}")
 
     assert status == 200, body
     assert body["total_records"] == records
@@ -144,8 +164,8 @@ def test_costs_time_range(servers, pushed, query, records):
         ("since=2026-12-01&until=2026-11-01", "invalid_parameter", "since"),
     ],
 )
-def test_costs_bad_parameters_are_400_json(servers, query, code, field):
-    status, _, body = call(f"{servers.http_url}/api/v1/costs?{query}")
+def test_costs_bad_parameters_are_400_json(get, query, code, field):
+    status, _, body = get(f"/api/v1/costs?{query}")
 
     assert status == 400
     assert (body["code"], body["field"]) == (code, field)
@@ -153,8 +173,8 @@ def test_costs_bad_parameters_are_400_json(servers, query, code, field):
     assert documented_errors("/api/v1/costs", 400, body) == []
 
 
-def test_costs_group_keys_may_have_spaces_around_them(servers, pushed):
-    status, _, body = call(f"{servers.http_url}/api/v1/costs?group_by=%20model%20,%20tag:project%20")
+def test_costs_group_keys_may_have_spaces_around_them(get, pushed):
+    status, _, body = get("/api/v1/costs?group_by=%20model%20,%20tag:project%20")
 
     assert (status, body["group_by"]) == (200, ["model", "tag:project"])
 
@@ -191,15 +211,15 @@ def test_times_refused_for_their_form_are_outside_the_documented_pattern(text):
     ("model,,device", False), ("tag:", False), ("tag: ", False), ('tag:"', False), ("tag:a\x00", False),
     ("model\t", False), ("\u3000model", False), ("colour", False), ("Model", False), ("tag:" + "x" * 129, False),
 ])
-def test_the_documented_group_by_pattern_agrees_with_the_server(servers, text, accepted):
-    status, _, body = call(f"{servers.http_url}/api/v1/costs?group_by={urllib.parse.quote(text)}")
+def test_the_documented_group_by_pattern_agrees_with_the_server(get, text, accepted):
+    status, _, body = get(f"/api/v1/costs?group_by={urllib.parse.quote(text)}")
 
     assert status == (200 if accepted else 400), body
     assert bool(GROUP_BY_PATTERN.search(text)) == accepted
 
 
-def test_devices(servers, pushed):
-    status, _, body = call(f"{servers.http_url}/api/v1/devices")
+def test_devices(get, pushed):
+    status, _, body = get("/api/v1/devices")
 
     assert status == 200
     assert documented_errors("/api/v1/devices", 200, body) == []
@@ -209,8 +229,8 @@ def test_devices(servers, pushed):
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/api/v1/devices", "/api/v1/openapi.json"])
-def test_routes_without_parameters_refuse_parameters(servers, path):
-    status, _, body = call(f"{servers.http_url}{path}?verbose=1")
+def test_routes_without_parameters_refuse_parameters(get, path):
+    status, _, body = get(f"{path}?verbose=1")
 
     assert (status, body["code"], body["field"]) == (400, "unknown_parameter", "verbose")
 
@@ -238,7 +258,7 @@ def test_wrong_method_is_405_json(servers, method):
         assert error_errors(body) == []
 
 
-def test_the_openapi_document_is_served_as_is(servers):
+def test_the_openapi_document_is_served_as_is_without_a_token(servers):
     status, headers, body = call(f"{servers.http_url}/api/v1/openapi.json")
 
     assert status == 200
@@ -261,8 +281,7 @@ def test_the_documents_examples_match_its_schemas():
     for path, operations in DOCUMENT["paths"].items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
-                if "$ref" in response:
-                    response = DOCUMENT["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+                response = resolve(DOCUMENT, response)
                 content = response["content"]["application/json"]
                 if "example" in content:
                     assert schema_errors(content["example"], content["schema"], DOCUMENT) == [], (path, status)
@@ -277,4 +296,17 @@ def test_the_document_is_openapi_3():
         for operation in operations.values():
             assert operation["operationId"] and operation["responses"]
             for parameter in operation.get("parameters", ()):
-                assert parameter["in"] == "query" and "schema" in parameter
+                parameter = resolve(DOCUMENT, parameter)
+                assert parameter["in"] in ("query", "path") and "schema" in parameter
+
+
+def test_the_document_says_which_token_each_route_needs(store):
+    """A public route declares `security: []`; every other inherits the bearer token and
+    documents the 401, and those that need the admin role the 403 a viewer gets."""
+    assert DOCUMENT["security"] == [{"adminToken": []}]
+    for route in make_app(store).router.routes():
+        operation = DOCUMENT["paths"][route.resource.canonical][route.method.lower()]
+        needed = HTTP_ROLES[route.name]
+        assert (operation.get("security") == []) == (needed is PUBLIC), route.name
+        assert ("401" in operation["responses"]) == (needed is not PUBLIC), route.name
+        assert ("403" in operation["responses"]) == (needed == tokens.ADMIN), route.name

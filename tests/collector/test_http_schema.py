@@ -4,6 +4,9 @@ Each operation gets its documented examples, schemathesis's coverage cases (edge
 duplicated parameters, unexpected methods) and up to EXAMPLES generated requests, valid and
 invalid, sent to the real servers over a store with records. Every response must have a
 documented status, content type and body, never a 5xx; every error is the JSON Error object.
+Reads go with a viewer token, writes (rotate, revoke) with an admin token, so the writes really
+run, on devices that exist (the documented example's among them); schemathesis's negative cases
+also send operations without the token, which must get the documented 401.
 
 The pytest plugin builds one test per operation at collection time, before any server runs, so
 the schema is read from openapi.json on disk; the `api` fixture loads the live
@@ -20,10 +23,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from infermeter.v1 import ingest_pb2_grpc
 from requests.structures import CaseInsensitiveDict
+from schemathesis.core.parameters import ParameterLocation
 
 from collector.http_api import OPENAPI_PATH
-from tests.collector.helpers import START_UNIX_NS, make_record, push_request, schema_errors
+from tests.collector.helpers import (
+    START_UNIX_NS,
+    bearer,
+    bearer_metadata,
+    make_record,
+    push_request,
+    resolve,
+    schema_errors,
+)
 
+# Per operation, as RELIABILITY.md asks; the module runs in about a minute.
 EXAMPLES = 1000
 CONFIG = schemathesis.Config.from_dict({
     "generation": {"mode": "all", "max-examples": EXAMPLES},
@@ -47,9 +60,22 @@ LIVE_SETTINGS = settings(
 )
 
 
+class Api:
+    """The base URL of the live API, and the token header each HTTP method is sent with."""
+
+    def __init__(self, url: str, *, viewer_token: str, admin_token: str) -> None:
+        self.url = url
+        self._headers = {"GET": bearer(viewer_token), "POST": bearer(admin_token)}
+
+    def headers(self, method: str) -> dict[str, str]:
+        return self._headers.get(method.upper(), {})
+
+
 @pytest.fixture
-def api(store, servers):
-    """The servers, after two devices pushed records over gRPC; the base URL of the API."""
+def api(store, servers, viewer_token, admin_token):
+    """The servers, after two devices pushed records over gRPC (and the device of the
+    document's examples was registered); the API to call."""
+    store.add_device("edge-01")
     for name, model in (("edge-1", "resnet50"), ("edge-2", "bert")):
         device = store.add_device(name)
         records = [
@@ -59,11 +85,11 @@ def api(store, servers):
         ]
         with grpc.insecure_channel(servers.grpc_address) as channel:
             ingest_pb2_grpc.IngestStub(channel).Push(
-                push_request(records), metadata=[("authorization", f"Bearer {device.token}")], timeout=10
+                push_request(records), metadata=bearer_metadata(device.token), timeout=10
             )
     served = schemathesis.openapi.from_url(f"{servers.http_url}/api/v1/openapi.json")
     assert served.raw_schema == schema.raw_schema
-    return servers.http_url
+    return Api(servers.http_url, viewer_token=viewer_token, admin_token=admin_token)
 
 
 def errors_are_json(ctx, response, case) -> None:
@@ -87,11 +113,20 @@ def refusals_name_the_parameter(ctx, response, case) -> None:
 @schema.parametrize()
 @LIVE_SETTINGS
 def test_responses_conform_to_the_document(case, api):
-    case.call_and_validate(base_url=api, additional_checks=[errors_are_json, refusals_name_the_parameter])
+    # A case whose headers are the negative part (the Authorization header left out or
+    # malformed) is sent as generated: the token would make it a valid request.
+    negative_auth = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+    case.call_and_validate(
+        base_url=api.url, headers=None if negative_auth else api.headers(case.method),
+        additional_checks=[errors_are_json, refusals_name_the_parameter],
+    )
 
 
 _DECLARED = {
-    (path, method.upper()): {parameter["name"] for parameter in operation.get("parameters", ())}
+    (path, method.upper()): {
+        resolve(schema.raw_schema, parameter)["name"]: resolve(schema.raw_schema, parameter)["in"]
+        for parameter in operation.get("parameters", ())
+    }
     for path, operations in schema.raw_schema["paths"].items()
     for method, operation in operations.items()
 }
@@ -100,20 +135,23 @@ _VALUES = st.lists(st.text(max_size=16), min_size=1, max_size=3)  # more than on
 
 
 @pytest.mark.parametrize("path, method", sorted(_DECLARED))
-def test_unknown_parameters_are_refused(api, path, method):
+def test_unknown_parameters_are_refused(api, store, path, method):
     """Schemathesis adds no parameters to an operation that declares none, so these come from
-    here: names the operation does not declare, once or repeated, are a 400 naming one of them."""
+    here: names the operation does not declare, once or repeated, are a 400 naming one of them
+    (on a write, before anything changes: the path names a device that exists)."""
     operation = schema[path][method]
     declared = _DECLARED[path, method]
+    path_parameters = {name: "edge-1" for name, where in declared.items() if where == "path"}
 
     @LIVE_SETTINGS
     @given(st.dictionaries(_UNKNOWN_NAMES.filter(lambda name: name not in declared), _VALUES, min_size=1, max_size=3))
     def refused(query):
-        case = operation.Case(query=query)
-        response = case.call(base_url=api)
+        case = operation.Case(query=query, path_parameters=path_parameters)
+        response = case.call(base_url=api.url, headers=api.headers(method))
         case.validate_response(response, additional_checks=[errors_are_json])
         body = response.json()
         assert response.status_code == 400, body
         assert body["code"] == "unknown_parameter" and body["field"] in query, body
 
     refused()
+    assert [(d.revoked, d.rotating) for d in store.list_devices() if d.name == "edge-1"] == [(False, False)]

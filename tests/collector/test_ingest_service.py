@@ -9,20 +9,14 @@ from infermeter.v1 import ingest_pb2, ingest_pb2_grpc, usage_pb2
 
 from agent.record import INT64_MAX
 from collector.store import Store, StoreUnavailable
-from tests.collector.helpers import START_UNIX_NS, ServersThread, make_record, push_request
+from tests.collector.helpers import (
+    START_UNIX_NS,
+    ServersThread,
+    make_record,
+    push_request,
+)
 
 PUSH = "/infermeter.v1.Ingest/Push"
-
-
-@pytest.fixture
-def device(store):
-    return store.add_device("edge-1")
-
-
-@pytest.fixture
-def channel(servers):
-    with grpc.insecure_channel(servers.grpc_address) as channel:
-        yield channel
 
 
 def push(channel, request, token: str, **kwargs) -> ingest_pb2.PushResponse:

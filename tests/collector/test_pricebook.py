@@ -8,7 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from collector.pricebook import CloudProfile, EnergyTariff, HardwareProfile, PriceBookError, parse_price_book
+from collector.pricebook import (
+    CloudProfile,
+    EnergyTariff,
+    HardwareProfile,
+    PriceBookError,
+    parse_price_book,
+)
 
 BOOK = {
     "currency": "EUR",

@@ -46,11 +46,6 @@ def store(store_url):  # noqa: F811
         yield store
 
 
-@pytest.fixture
-def device(store):
-    return store.add_device("edge-1")
-
-
 @pytest.fixture(scope="module", params=DIALECTS)
 def untouched(request, tmp_path_factory):
     """A store with one device, for the tests of what must be refused and change nothing: they

@@ -5,10 +5,8 @@ must end up with exactly those records, once each, with the right cost."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import time
-import urllib.request
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -17,89 +15,11 @@ import onnxruntime
 import pytest
 
 from agent import Meter
-from agent.record import Kind
 from collector.demo import processes
 from collector.demo.model import INPUT_NAME, INPUT_WIDTH, MODEL_PATH
-from collector.store import Store
+from tests.integration.deployment import IDLE, INFERENCE, Deployment
 
 pytestmark = pytest.mark.timeout(180)
-INFERENCE, IDLE = int(Kind.INFERENCE), int(Kind.IDLE)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Deployment:
-    """One collector database, one device registered in it, and the processes that run them."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.db_path = workdir / "collector.db"
-        self.db_url = f"sqlite:///{self.db_path}"
-        self.buffer_path = workdir / "buffer.db"
-        self.grpc_address = f"127.0.0.1:{free_port()}"
-        self.http_address = f"127.0.0.1:{free_port()}"
-        store = Store.open(self.db_url)
-        self.device = store.add_device("edge-1")
-        store.close()
-        token_file = workdir / "device.token"
-        token_file.write_text(self.device.token)
-        self.config = workdir / "agent.toml"
-        self.config.write_text(
-            f'buffer = "{self.buffer_path}"\n[collector]\naddress = "{self.grpc_address}"\n'
-            f'token_file = "{token_file}"\ntimeout_s = 5\n'
-            "[shipper]\nbatch_size = 200\ninterval_s = 0.1\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\n"
-            "[energy]\nidle_record_s = 0\n"
-        )
-        self.collector: processes.Collector | None = None
-        self.agent = None
-
-    def start_collector(self) -> None:
-        self.collector = processes.start_collector(
-            self.db_url, self.workdir, grpc_address=self.grpc_address, http_address=self.http_address
-        )
-
-    def start_agent(self) -> None:
-        self.agent = processes.start_agent(self.config, self.workdir)
-
-    def costs(self, group_by: str = "") -> dict:
-        url = f"http://{self.http_address}/api/v1/costs" + (f"?group_by={group_by}" if group_by else "")
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)
-
-    def wait_for(self, expected: int, timeout_s: float = 60) -> int:
-        """Wait until the collector holds `expected` inferences; the number it holds."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            have = self.costs()["total_inferences"]
-            if have >= expected or time.monotonic() > deadline:
-                return have
-            time.sleep(0.1)
-
-    def stored_rows(self, columns: str = "stream_id, seq, model, duration_ns, cpu_time_ns, batch_size, compute_cost_pico",
-                    *, kind: int | None = INFERENCE) -> list[tuple]:
-        """The collector's rows of one kind (inference by default; None: all), in seq order."""
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
-        where = "" if kind is None else f" WHERE kind = {kind}"
-        try:
-            return conn.execute(f"SELECT {columns} FROM records{where} ORDER BY stream_id, seq").fetchall()
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        if self.agent is not None:
-            processes.stop(self.agent)
-        if self.collector is not None:
-            processes.stop(self.collector.process)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {name}\n{(self.workdir / name).read_text(errors='replace')[-3000:]}"
-            for name in ("collector.log", "agent.log") if (self.workdir / name).exists()
-        )
 
 
 @pytest.fixture
@@ -157,7 +77,7 @@ def test_every_record_arrives_exactly_once_with_its_cost(deployment, session):
     # The default price book: a 1200 USD box over 4 years plus 120 USD a year of upkeep,
     # shared by CPU time over the device's cores.
     rate = (Decimal(1200) / (4 * 365 * 86400) + Decimal(120) / (365 * 86400))
-    cores = json.loads(urllib.request.urlopen(f"http://{deployment.http_address}/api/v1/devices").read())
+    cores = deployment.get_json("/api/v1/devices")
     cores = next(d for d in cores["devices"] if d["name"] == "edge-1")["cpu_cores"]
     expected_pico = sum(
         (rate * cpu / 10**9 / cores * 10**12).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Device(_message.Message):
-    __slots__ = ("device_id", "name", "profile", "site", "created_unix_ns", "last_seen_unix_ns", "revoked", "hostname", "cpu_cores", "platform", "agent_version", "records")
+    __slots__ = ("device_id", "name", "profile", "site", "created_unix_ns", "last_seen_unix_ns", "revoked", "hostname", "cpu_cores", "platform", "agent_version", "records", "rotating")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class Device(_message.Message):
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ROTATING_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     name: str
     profile: str
@@ -32,7 +33,8 @@ class Device(_message.Message):
     platform: str
     agent_version: str
     records: int
-    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., last_seen_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., platform: _Optional[str] = ..., agent_version: _Optional[str] = ..., records: _Optional[int] = ...) -> None: ...
+    rotating: bool
+    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., last_seen_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., platform: _Optional[str] = ..., agent_version: _Optional[str] = ..., records: _Optional[int] = ..., rotating: _Optional[bool] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ()
@@ -91,3 +93,15 @@ class GetCostsResponse(_message.Message):
     total_inferences: int
     total_records: int
     def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ..., total_records: _Optional[int] = ...) -> None: ...
+
+class RotateDeviceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RevokeDeviceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

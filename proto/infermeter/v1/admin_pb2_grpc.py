@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class AdminStub:
-    """Operators' API. Write operations (devices, price books, budgets) follow with their issues.
+    """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
+    token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
+    tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -45,10 +47,22 @@ class AdminStub:
                 request_serializer=infermeter_dot_v1_dot_admin__pb2.GetCostsRequest.SerializeToString,
                 response_deserializer=infermeter_dot_v1_dot_admin__pb2.GetCostsResponse.FromString,
                 _registered_method=True)
+        self.RotateDevice = channel.unary_unary(
+                '/infermeter.v1.Admin/RotateDevice',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.RotateDeviceRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.Device.FromString,
+                _registered_method=True)
+        self.RevokeDevice = channel.unary_unary(
+                '/infermeter.v1.Admin/RevokeDevice',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.RevokeDeviceRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.Device.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
-    """Operators' API. Write operations (devices, price books, budgets) follow with their issues.
+    """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
+    token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
+    tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
     """
 
     def ListDevices(self, request, context):
@@ -59,6 +73,21 @@ class AdminServicer:
 
     def GetCosts(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateDevice(self, request, context):
+        """Start rotating the device's token; the device as it is now. NOT_FOUND for an unknown
+        device; FAILED_PRECONDITION when it is revoked or a rotation is already under way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeDevice(self, request, context):
+        """Refuse the device's tokens from now on (its records stay); the device as it is now.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -76,6 +105,16 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetCostsRequest.FromString,
                     response_serializer=infermeter_dot_v1_dot_admin__pb2.GetCostsResponse.SerializeToString,
             ),
+            'RotateDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateDevice,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.RotateDeviceRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.Device.SerializeToString,
+            ),
+            'RevokeDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDevice,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.RevokeDeviceRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.Device.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'infermeter.v1.Admin', rpc_method_handlers)
@@ -85,7 +124,9 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Operators' API. Write operations (devices, price books, budgets) follow with their issues.
+    """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
+    token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
+    tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
     """
 
     @staticmethod
@@ -132,6 +173,60 @@ class Admin:
             '/infermeter.v1.Admin/GetCosts',
             infermeter_dot_v1_dot_admin__pb2.GetCostsRequest.SerializeToString,
             infermeter_dot_v1_dot_admin__pb2.GetCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/RotateDevice',
+            infermeter_dot_v1_dot_admin__pb2.RotateDeviceRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/RevokeDevice',
+            infermeter_dot_v1_dot_admin__pb2.RevokeDeviceRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.Device.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,15 +62,17 @@ class PriceHint(_message.Message):
     def __init__(self, model: _Optional[str] = ..., runtime: _Optional[str] = ..., currency: _Optional[str] = ..., cost_per_inference_pico: _Optional[int] = ...) -> None: ...
 
 class PushResponse(_message.Message):
-    __slots__ = ("acked_through_seq", "inserted", "duplicates", "budgets", "price_hints")
+    __slots__ = ("acked_through_seq", "inserted", "duplicates", "budgets", "price_hints", "new_token")
     ACKED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     INSERTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     BUDGETS_FIELD_NUMBER: _ClassVar[int]
     PRICE_HINTS_FIELD_NUMBER: _ClassVar[int]
+    NEW_TOKEN_FIELD_NUMBER: _ClassVar[int]
     acked_through_seq: int
     inserted: int
     duplicates: int
     budgets: _containers.RepeatedCompositeFieldContainer[BudgetState]
     price_hints: _containers.RepeatedCompositeFieldContainer[PriceHint]
-    def __init__(self, acked_through_seq: _Optional[int] = ..., inserted: _Optional[int] = ..., duplicates: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., price_hints: _Optional[_Iterable[_Union[PriceHint, _Mapping]]] = ...) -> None: ...
+    new_token: str
+    def __init__(self, acked_through_seq: _Optional[int] = ..., inserted: _Optional[int] = ..., duplicates: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., price_hints: _Optional[_Iterable[_Union[PriceHint, _Mapping]]] = ..., new_token: _Optional[str] = ...) -> None: ...

@@ -6,7 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.energy.attribution import (
-    METHOD_BASELINE, METHOD_OTHER_ACTIVITY, Activity, Counted, IdlePower, Interval, SensorInfo, apportion,
+    METHOD_BASELINE,
+    METHOD_OTHER_ACTIVITY,
+    Activity,
+    Counted,
+    IdlePower,
+    Interval,
+    SensorInfo,
+    apportion,
     attribute,
 )
 from agent.energy.sensor import DOMAIN_GPU, DOMAIN_PACKAGE

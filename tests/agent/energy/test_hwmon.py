@@ -17,7 +17,6 @@ import os
 import shutil
 from pathlib import Path
 
-
 from agent.energy.hwmon import EnergyCounter, probe_hwmon
 from agent.energy.sensor import (
     DOMAIN_BOARD,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.energy.conftest import SYSFS_FIXTURES, MonotonicClock
 from agent.energy.jetson import LAYOUTS, JetsonGpuLoad, probe_jetson
 from agent.energy.sensor import (
     DOMAIN_BOARD,
@@ -21,6 +20,7 @@ from agent.energy.sensor import (
     PowerIntegrator,
     Sensor,
 )
+from tests.agent.energy.conftest import SYSFS_FIXTURES, MonotonicClock
 
 NANO = "bus/i2c/drivers/ina3221x/6-0040/iio:device0"  # rails 0 POM_5V_IN, 1 GPU, 2 CPU
 XAVIER_NX = "bus/i2c/drivers/ina3221x/7-0040/iio:device0"  # 0 VDD_IN, 1 CPU_GPU_CV, 2 SOC

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.agent.energy.conftest import MonotonicClock
 from agent.energy.nvidia import probe_nvml
 from agent.energy.nvml import (
     ERROR_CODES,
@@ -31,6 +30,7 @@ from agent.energy.nvml_usage import (
     utilization_fraction,
 )
 from agent.energy.sensor import DOMAIN_GPU, SOURCE_NVML, Reading, WarnOnce
+from tests.agent.energy.conftest import MonotonicClock
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "nvml"
 LOGGERS = {"agent.energy.nvidia", "agent.energy.nvml_usage", "agent.energy.sensor"}

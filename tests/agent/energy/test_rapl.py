@@ -22,7 +22,13 @@ from pathlib import Path
 import pytest
 
 from agent.energy.rapl import RaplSensor, probe_rapl
-from agent.energy.sensor import DOMAIN_BOARD, DOMAIN_DRAM, DOMAIN_PACKAGE, SOURCE_RAPL, Reading
+from agent.energy.sensor import (
+    DOMAIN_BOARD,
+    DOMAIN_DRAM,
+    DOMAIN_PACKAGE,
+    SOURCE_RAPL,
+    Reading,
+)
 from agent.energy.sysfs import read_sysfs
 
 POWERCAP = "class/powercap"

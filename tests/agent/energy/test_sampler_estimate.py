@@ -23,7 +23,13 @@ from agent.energy.activity import CpuActivity
 from agent.energy.estimate import CpuEstimate, MemoryEstimate, PowerModel
 from agent.energy.probe import Roots, probe
 from agent.energy.sampler import Sampler
-from agent.energy.sensor import DOMAIN_CPU, DOMAIN_DRAM, DOMAIN_PACKAGE, SOURCE_ESTIMATE, Reading
+from agent.energy.sensor import (
+    DOMAIN_CPU,
+    DOMAIN_DRAM,
+    DOMAIN_PACKAGE,
+    SOURCE_ESTIMATE,
+    Reading,
+)
 from agent.energy.service import EnergyService
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs"

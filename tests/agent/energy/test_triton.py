@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.energy.conftest import MonotonicClock
 from agent.energy.sensor import DOMAIN_GPU, SOURCE_TRITON, Reading
 from agent.energy.triton import (
     ENERGY_METRIC,
@@ -22,6 +21,7 @@ from agent.energy.triton import (
     parse_gpu_metric,
     probe_triton,
 )
+from tests.agent.energy.conftest import MonotonicClock
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "triton"
 URL = "http://localhost:8002/metrics"

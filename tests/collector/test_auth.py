@@ -1,0 +1,269 @@
+"""Who may call the operators' APIs, over the real HTTP and gRPC servers: a request without a
+usable admin token is 401 / UNAUTHENTICATED, one whose token's role does not allow it is 403 /
+PERMISSION_DENIED, and neither changes anything. Device tokens are for Ingest only, admin
+tokens for the operators' APIs only."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+
+import grpc
+import pytest
+from infermeter.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
+
+from collector import tokens
+from collector.auth import parse_bearer
+from collector.http_api import OPENAPI_PATH
+from collector.store import Store, StoreUnavailable
+from tests.collector.helpers import (
+    ServersThread,
+    bearer_metadata,
+    make_record,
+    push_request,
+    schema_errors,
+)
+
+DOCUMENT = json.loads(OPENAPI_PATH.read_text())
+READS = ["/api/v1/costs", "/api/v1/devices"]
+WRITES = ["/api/v1/devices/edge-1/rotate", "/api/v1/devices/edge-1/revoke"]
+GRPC_READS = {"ListDevices": admin_pb2.ListDevicesRequest(), "GetCosts": admin_pb2.GetCostsRequest()}
+GRPC_WRITES = {
+    "RotateDevice": admin_pb2.RotateDeviceRequest(name="edge-1"),
+    "RevokeDevice": admin_pb2.RevokeDeviceRequest(name="edge-1"),
+}
+UNKNOWN_ADMIN_TOKEN = tokens.ADMIN_TOKEN_PREFIX + "A" * 43
+
+
+def http_call(base_url: str, path: str, authorizations: list[str]) -> tuple[int, dict, dict]:
+    """Send each of `authorizations` as its own Authorization header (none, one or several),
+    GET for reads and POST for writes; (status, headers, JSON body)."""
+    url = urllib.parse.urlsplit(base_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        connection.putrequest("POST" if path in WRITES else "GET", path)
+        for value in authorizations:
+            connection.putheader("Authorization", value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, dict(response.headers), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def grpc_call(channel: grpc.Channel, method: str, authorizations: list[str]) -> grpc.StatusCode:
+    """Call an Admin method with each of `authorizations` as an `authorization` entry; its status."""
+    request = {**GRPC_READS, **GRPC_WRITES}[method]
+    metadata = [("authorization", value) for value in authorizations]
+    try:
+        getattr(admin_pb2_grpc.AdminStub(channel), method)(request, metadata=metadata, timeout=10)
+    except grpc.RpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture
+def revoked_token(store) -> str:
+    new = store.add_admin_token(tokens.ADMIN, name="former")
+    store.revoke_admin_token(new.token_id)
+    return new.token
+
+
+# What an Authorization header may hold that is no usable admin token, by kind; values that
+# depend on the store are filled in by the `refused` fixture.
+REFUSED = {
+    "missing": lambda t: [],
+    "empty": lambda t: [""],
+    "basic-scheme": lambda t: ["Basic dXNlcjpwYXNz"],
+    "other-scheme": lambda t: [f"Token {t['admin']}"],
+    "scheme-only": lambda t: ["Bearer"],
+    "trailing-words": lambda t: [f"Bearer {t['admin']} please"],
+    "too-long": lambda t: ["Bearer " + tokens.ADMIN_TOKEN_PREFIX + "A" * 600],
+    "non-ascii": lambda t: ["Bearer ima_\u00e9t\u00e9"],
+    "given-twice": lambda t: [f"Bearer {t['admin']}", f"Bearer {t['admin']}"],
+    "unknown": lambda t: [f"Bearer {UNKNOWN_ADMIN_TOKEN}"],
+    "revoked": lambda t: [f"Bearer {t['revoked']}"],
+    "device-token": lambda t: [f"Bearer {t['device']}"],
+}
+
+
+# A gRPC client will not send non-ASCII metadata at all.
+GRPC_REFUSED = sorted(set(REFUSED) - {"non-ascii"})
+
+
+@pytest.fixture
+def known_tokens(device, admin_token, revoked_token) -> dict[str, str]:
+    return {"admin": admin_token, "revoked": revoked_token, "device": device.token}
+
+
+@pytest.fixture(params=sorted(REFUSED))
+def refused(request, known_tokens) -> list[str]:
+    """Authorization headers that must be refused with 401."""
+    return REFUSED[request.param](known_tokens)
+
+
+@pytest.fixture(params=GRPC_REFUSED)
+def refused_over_grpc(request, known_tokens) -> list[str]:
+    """`authorization` metadata that must be refused with UNAUTHENTICATED."""
+    return REFUSED[request.param](known_tokens)
+
+
+def assert_unchanged(store: Store) -> None:
+    assert [(d.name, d.revoked, d.rotating) for d in store.list_devices()] == [("edge-1", False, False)]
+
+
+def assert_unauthenticated(status: int, headers: dict, body: dict) -> None:
+    assert status == 401, body
+    assert (body["code"], body["field"]) == ("unauthenticated", "Authorization")
+    assert headers["WWW-Authenticate"] == 'Bearer realm="infermeter"'
+    assert schema_errors(body, {"$ref": "#/components/schemas/Error"}, DOCUMENT) == []
+
+
+# HTTP
+
+
+@pytest.mark.parametrize("path", READS + WRITES)
+def test_http_without_a_usable_admin_token_is_401(servers, store, refused, path):
+    status, headers, body = http_call(servers.http_url, path, refused)
+
+    assert_unauthenticated(status, headers, body)
+    assert_unchanged(store)
+
+
+def test_http_401_does_not_echo_the_token(servers, device):
+    _, _, body = http_call(servers.http_url, "/api/v1/devices", [f"Bearer {UNKNOWN_ADMIN_TOKEN}"])
+    _, _, device_body = http_call(servers.http_url, "/api/v1/devices", [f"Bearer {device.token}"])
+
+    assert UNKNOWN_ADMIN_TOKEN not in body["message"]
+    assert device.token not in device_body["message"] and "device token" in device_body["message"]
+
+
+@pytest.mark.parametrize("path", READS)
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_http_reads_are_open_to_viewers_and_admins(servers, device, viewer_token, admin_token, path, scheme):
+    for token in (viewer_token, admin_token):
+        status, _, body = http_call(servers.http_url, path, [f"{scheme} {token}"])
+        assert status == 200, body
+
+
+@pytest.mark.parametrize("path", WRITES)
+def test_http_a_viewer_cannot_write(servers, store, device, viewer_token, path):
+    status, headers, body = http_call(servers.http_url, path, [f"Bearer {viewer_token}"])
+
+    assert status == 403, body
+    assert body["code"] == "forbidden" and "admin role" in body["message"]
+    assert "WWW-Authenticate" not in headers
+    assert schema_errors(body, {"$ref": "#/components/schemas/Error"}, DOCUMENT) == []
+    assert_unchanged(store)
+
+
+def test_http_an_admin_rotates_and_revokes(servers, store, device, admin_token):
+    status, _, rotated = http_call(servers.http_url, WRITES[0], [f"Bearer {admin_token}"])
+    assert (status, rotated["name"], rotated["rotating"], rotated["revoked"]) == (200, "edge-1", True, False)
+
+    status, _, revoked = http_call(servers.http_url, WRITES[1], [f"Bearer {admin_token}"])
+    assert (status, revoked["revoked"], revoked["rotating"]) == (200, True, False)
+    assert store.authenticate(device.token).revoked
+
+
+def test_http_a_token_revoked_while_in_use_is_refused_at_once(servers, store, device):
+    new = store.add_admin_token(tokens.VIEWER)
+    assert http_call(servers.http_url, "/api/v1/devices", [f"Bearer {new.token}"])[0] == 200
+
+    store.revoke_admin_token(new.token_id)
+
+    assert_unauthenticated(*http_call(servers.http_url, "/api/v1/devices", [f"Bearer {new.token}"]))
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/v1/openapi.json"])
+def test_http_public_routes_need_no_token(servers, path):
+    assert http_call(servers.http_url, path, [])[0] == 200
+
+
+# gRPC
+
+
+@pytest.mark.parametrize("method", sorted({**GRPC_READS, **GRPC_WRITES}))
+def test_grpc_without_a_usable_admin_token_is_unauthenticated(channel, store, refused_over_grpc, method):
+    assert grpc_call(channel, method, refused_over_grpc) is grpc.StatusCode.UNAUTHENTICATED
+    assert_unchanged(store)
+
+
+@pytest.mark.parametrize("method", sorted(GRPC_READS))
+def test_grpc_reads_are_open_to_viewers_and_admins(channel, device, viewer_token, admin_token, method):
+    for token in (viewer_token, admin_token):
+        assert grpc_call(channel, method, [f"Bearer {token}"]) is grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("method", sorted(GRPC_WRITES))
+def test_grpc_a_viewer_cannot_write(channel, store, device, viewer_token, method):
+    assert grpc_call(channel, method, [f"Bearer {viewer_token}"]) is grpc.StatusCode.PERMISSION_DENIED
+    assert_unchanged(store)
+
+
+def test_grpc_an_admin_rotates_and_revokes(channel, store, device, admin_token):
+    admin = admin_pb2_grpc.AdminStub(channel)
+    metadata = bearer_metadata(admin_token)
+
+    rotated = admin.RotateDevice(GRPC_WRITES["RotateDevice"], metadata=metadata, timeout=10)
+    assert (rotated.name, rotated.rotating, rotated.revoked) == ("edge-1", True, False)
+    with pytest.raises(grpc.RpcError) as caught:  # one rotation at a time
+        admin.RotateDevice(GRPC_WRITES["RotateDevice"], metadata=metadata, timeout=10)
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    revoked = admin.RevokeDevice(GRPC_WRITES["RevokeDevice"], metadata=metadata, timeout=10)
+    assert (revoked.revoked, revoked.rotating) == (True, False)
+    assert store.authenticate(device.token).revoked
+
+
+def test_an_admin_token_cannot_push(channel, device, admin_token):
+    with pytest.raises(grpc.RpcError) as caught:
+        ingest_pb2_grpc.IngestStub(channel).Push(
+            push_request([make_record(1)]), metadata=bearer_metadata(admin_token), timeout=10
+        )
+
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+# A store that fails while the token is checked
+
+
+class UnreachableTokens(Store):
+    def authenticate_admin(self, token):
+        raise StoreUnavailable("database is locked")
+
+
+def test_a_store_failing_during_the_check_is_unavailable_not_unauthenticated(tmp_path):
+    """A client told 401 would think its token bad; the store's failure is a retry later."""
+    store = UnreachableTokens.open(f"sqlite:///{tmp_path / 'collector.db'}")
+    try:
+        with ServersThread(store) as running, grpc.insecure_channel(running.grpc_address) as channel:
+            status, _, body = http_call(running.http_url, "/api/v1/devices", [f"Bearer {UNKNOWN_ADMIN_TOKEN}"])
+            code = grpc_call(channel, "ListDevices", [f"Bearer {UNKNOWN_ADMIN_TOKEN}"])
+    finally:
+        store.close()
+
+    assert (status, body["code"]) == (503, "unavailable")
+    assert code is grpc.StatusCode.UNAVAILABLE
+
+
+# Parsing
+
+
+@pytest.mark.parametrize("value, token", [
+    ("Bearer ima_x", "ima_x"),
+    ("bearer   ima_x", "ima_x"),
+    ("Bearer", None),
+    ("Bearer ", None),
+    (" Bearer ima_x", None),
+    ("Bearer ima_x ", None),
+    ("Bearer ima x", None),
+    ("Bearer ima_\x00", None),
+    ("Bearer " + "x" * 513, None),
+    ("Basic ima_x", None),
+    (None, None),
+    (b"Bearer ima_x", None),
+])
+def test_parse_bearer(value, token):
+    assert parse_bearer(value) == token
