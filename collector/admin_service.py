@@ -60,14 +60,15 @@ class AdminServicer:
         return device
 
     async def GetCosts(self, request: admin_pb2.GetCostsRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetCostsResponse:
-        # 0 means unbounded, as documented in admin.proto.
+        # 0 and "" mean unbounded, whole range and every group, as documented in admin.proto.
         since = request.since_unix_ns or None
         until = request.until_unix_ns or None
         try:
             report = await call_store(
                 context, self._store.costs, group_by=tuple(request.group_by), since_unix_ns=since, until_unix_ns=until,
+                granularity=request.granularity or None, top=request.top or None,
             )
-        except ValueError as err:  # an unknown group key, or since after until
+        except ValueError as err:  # an unknown group key or granularity, too large a top, since after until
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return costs_to_proto(report.to_json())
 
@@ -106,10 +107,14 @@ def costs_to_proto(report: dict) -> admin_pb2.GetCostsResponse:
                 energy_uj=group["energy_uj"],
                 duration_ns=group["duration_ns"],
                 cpu_time_ns=group["cpu_time_ns"],
+                period=group.get("period", ""),
+                other=group.get("other", False),
             )
             for group in report["groups"]
         ],
         total_cost=report["total_cost"],
         total_inferences=report["total_inferences"],
         total_records=report["total_records"],
+        granularity=report.get("granularity", ""),
+        top=report.get("top", 0),
     )

@@ -317,7 +317,10 @@ def _pricebook_list(args: argparse.Namespace) -> int:
 @_command
 def _report_costs(args: argparse.Namespace) -> int:
     with _open_store(args, create=False) as store:
-        report = store.costs(group_by=args.group_by, since_unix_ns=args.since, until_unix_ns=args.until).to_json()
+        report = store.costs(
+            group_by=args.group_by, since_unix_ns=args.since, until_unix_ns=args.until,
+            granularity=args.granularity, top=args.top,
+        ).to_json()
     if args.json:
         _print_json(report)
     else:
@@ -329,9 +332,11 @@ def format_cost_report(report: dict) -> str:
     """A cost report (CostReport.to_json(), the HTTP API's body) as an aligned text table."""
     keys = report["group_by"]
     groups = report["groups"]
+    granularity = report.get("granularity")
+    period_columns = ("period",) if granularity else ()
     rows = [
-        (*(value or "-" for value in group["key"]), *_cost_cells(group))
-        for group in (groups if keys else ())
+        (*_period_cells(group, granularity), *_key_cells(group, len(keys)), *_cost_cells(group))
+        for group in (groups if keys or granularity else ())
     ]
     totals = {
         "inferences": report["total_inferences"], "cost": report["total_cost"],
@@ -339,14 +344,35 @@ def format_cost_report(report: dict) -> str:
         "energy_cost": str(sum((Decimal(group["energy_cost"]) for group in groups), Decimal(0))),
         "energy_uj": sum(group["energy_uj"] for group in groups),
     }
-    label_columns = tuple(keys) or ("",)
+    label_columns = (*period_columns, *keys) or ("",)
     rows.append(("total", *[""] * (len(label_columns) - 1), *_cost_cells(totals)))
     header = (*label_columns, "inferences", "cost", "compute", "energy", "energy Wh", "per 1k inferences")
     table = _table(header, rows, right=tuple(range(len(label_columns), len(header))))
     notes = f"{report['total_records']} records; amounts in {report['currency']} (--json for every digit)"
+    if granularity:
+        notes += f"; periods are UTC {granularity}s"
     if any("" in group["key"] for group in groups):
         notes += "; - is no value: idle energy has no model, and a record may lack a tag"
+    if any(group.get("other") for group in groups):
+        notes += f"; (other) sums the groups beyond the top {report['top']}"
     return f"{table}\n{notes}"
+
+
+# How a period's start reads in the table, by granularity (the JSON has RFC 3339).
+_PERIOD_FORMATS = {"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "month": "%Y-%m"}
+
+
+def _period_cells(group: dict, granularity: str | None) -> tuple[str, ...]:
+    if not granularity:
+        return ()
+    start = datetime.strptime(group["period"], "%Y-%m-%dT%H:%M:%SZ")
+    return (start.strftime(_PERIOD_FORMATS[granularity]),)
+
+
+def _key_cells(group: dict, keys: int) -> tuple[str, ...]:
+    if group.get("other"):
+        return ("(other)", *[""] * (keys - 1)) if keys else ()
+    return tuple(value or "-" for value in group["key"])
 
 
 def _cost_cells(group: dict) -> tuple[str, ...]:
@@ -404,6 +430,12 @@ def _time_ns(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _top(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1000000")
+    return int(text)
+
+
 def _group_by(text: str) -> tuple[str, ...]:
     try:
         return parse_group_by(text)
@@ -435,6 +467,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_collector(subparsers)
     _register_admin(subparsers)
     _register_report(subparsers)
+    from collector import export_cli  # here, not at the top: it imports this module
+
+    export_cli.register(subparsers)
 
 
 def _register_collector(subparsers: argparse._SubParsersAction) -> None:
@@ -552,15 +587,23 @@ def _register_report(subparsers: argparse._SubParsersAction) -> None:
         report, "costs", _report_costs,
         help="what inference cost, grouped as you ask",
         description="Cost of the metered work, grouped by any of: model, version, device, site, "
-        "runtime, tag:KEY. The time range is half-open [since, until) on the records' start. "
+        "runtime, tag:KEY, and by UTC hour, day or month with --granularity. The time range is "
+        "half-open [since, until) on the records' start. "
         "The table rounds for reading; --json prints the HTTP API's /api/v1/costs object, "
         "with exact decimal strings.",
         epilog="examples:\n"
         "  infermeter report costs --group-by model,device\n"
         "  infermeter report costs --group-by tag:project --since 2026-11-01 --until 2026-12-01\n"
-        "  infermeter report costs --group-by model --json",
+        "  infermeter report costs --group-by model --json\n"
+        "  infermeter report costs --group-by model --granularity day --since 2026-11-01 --until 2026-12-01\n"
+        "  infermeter report costs --group-by tag:project --top 5 --granularity month",
     )
     costs.add_argument("--group-by", type=_group_by, default=(), metavar="KEYS",
                        help="comma-separated keys: model, version, device, site, runtime, tag:KEY")
     costs.add_argument("--since", type=_time_ns, metavar="TIME", help=f"start of the range (inclusive): {TIME_FORMS}")
     costs.add_argument("--until", type=_time_ns, metavar="TIME", help=f"end of the range (exclusive): {TIME_FORMS}")
+    costs.add_argument("--granularity", choices=("hour", "day", "month"),
+                       help="a row per UTC hour, day or month as well (default: one for the whole range)")
+    costs.add_argument("--top", type=_top, metavar="N",
+                       help="only the N groups that cost most over the range, and one (other) row per period "
+                       "for the rest, so totals still add up")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from collector import tokens
 from collector.auth import HTTP_ROLES, PUBLIC, Denied, authorize_admin
 from collector.params import QueryError, check_range, parse_group_by, parse_time_ns
 from collector.pricebook import NAME_PATTERN
+from collector.reports import GRANULARITIES, MAX_TOP
 from collector.store import (
     DEVICE_NAME_RULE,
     DeviceRow,
@@ -39,6 +41,7 @@ _HTTP_CODES = {413: "too_large", 415: "unsupported_media_type"}
 
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="infermeter"'}
+_TOP = re.compile(r"[0-9]{1,7}")
 
 
 class ApiError(Exception):
@@ -126,22 +129,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def costs(request: web.Request) -> web.Response:
-    query = _query(request, ("group_by", "since", "until"))
+    query = _query(request, ("group_by", "since", "until", "granularity", "top"))
     try:
         group_by = parse_group_by(query.get("group_by", ""))
         since, until = (
             parse_time_ns(query[name], field=name) if name in query else None for name in ("since", "until")
         )
         check_range(since, until)
+        granularity = _granularity(query["granularity"]) if "granularity" in query else None
+        top = _top(query["top"]) if "top" in query else None
     except QueryError as err:
         raise ApiError(400, "invalid_parameter", str(err), err.field) from None
     try:
         report = await asyncio.to_thread(
-            request.app[STORE].costs, group_by=group_by, since_unix_ns=since, until_unix_ns=until
+            request.app[STORE].costs, group_by=group_by, since_unix_ns=since, until_unix_ns=until,
+            granularity=granularity, top=top,
         )
     except ValueError as err:  # the store's verdict on a group key
         raise ApiError(400, "invalid_parameter", str(err), "group_by") from None
     return web.json_response(report.to_json())
+
+
+def _granularity(text: str) -> str:
+    if text not in GRANULARITIES:
+        raise QueryError("granularity", f"{text!r} is not a granularity (expected one of: {', '.join(GRANULARITIES)})")
+    return text
+
+
+def _top(text: str) -> int:
+    # Digits only, and few of them: int() would also take " 5", "+5", "5_0" and "５".
+    if not _TOP.fullmatch(text) or not 1 <= int(text) <= MAX_TOP:
+        raise QueryError("top", f"{text!r} is not a whole number from 1 to {MAX_TOP}")
+    return int(text)
 
 
 async def devices(request: web.Request) -> web.Response:

@@ -1,40 +1,45 @@
-"""The cost report: stored record costs summed by model, version, device, site, runtime or tag.
+"""The cost report: stored record costs summed by model, version, device, site, runtime or tag,
+optionally per UTC hour, day or month, optionally cut to the N costliest groups and the rest.
+
+Where it can, a report sums the hourly roll-ups (collector.rollups) instead of the records: the
+whole hours of its range come from the roll-ups, and only the partial hours at either end (a
+range that does not start or end on the hour) from the records. Both hold the same integers, so
+the figures are the same to the pico either way; Store.costs(from_records=True) checks that.
 
 Sums are exact on both dialects. SQLite's SUM of BIGINTs raises on int64 overflow, so every
-integer column is summed as two parts, x / 1e6 and x % 1e6 (exact integer operations on both),
-and put back together in Python.
+integer column is summed as two parts, x / 1e6 and x % 1e6 (exact integer operations on both;
+the roll-ups store their sums in such parts), and put back together in Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import calendar
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
 
 from agent.record import MAX_TAG_KEY_CHARS, InvalidRecord, check_text
 from collector.pricing import decimal_text, picos_to_decimal
-from collector.schema import devices, records
+from collector.rollups import HOUR_NS
+from collector.schema import ROLLUP_SPLIT, ROLLUP_SUMS, cost_rollups, devices, records
 
 GROUP_KEYS = ("model", "version", "device", "site", "runtime", "tag:KEY")
-_COLUMNS = {
-    "model": records.c.model,
-    "version": records.c.model_version,
-    "device": devices.c.name,
-    "site": records.c.site,
-    "runtime": records.c.runtime,
-}
+GRANULARITIES = ("hour", "day", "month")
+MAX_TOP = 1_000_000
+DAY_NS = 24 * HOUR_NS
 _TAG_PREFIX = "tag:"
-_SPLIT = 1_000_000
-_SUMMED = (
-    "count", "cost_pico", "compute_cost_pico", "energy_cost_pico", "energy_uj", "duration_ns", "cpu_time_ns",
-)
+_SPLIT = ROLLUP_SPLIT
+_SUMMED = ROLLUP_SUMS
+# What SQL groups by for each granularity; months are made of days in Python (they differ in length).
+_BUCKET_NS = {"hour": HOUR_NS, "day": DAY_NS, "month": DAY_NS}
 
 
 @dataclass(frozen=True, slots=True)
 class CostGroup:
-    key: tuple[str, ...]
+    key: tuple[str, ...]  # () for the group of the rest (other=True)
     inferences: int  # the sum of the records' counts (a roll-up record stands for many)
     records: int
     cost: Decimal
@@ -43,9 +48,12 @@ class CostGroup:
     energy_uj: int
     duration_ns: int
     cpu_time_ns: int
+    period_start_unix_ns: int | None = None  # the UTC hour, day or month, with a granularity
+    other: bool = False  # the groups beyond the report's top N, summed
 
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, *, period: bool = False, other: bool = False) -> dict:
+        """`period` and `other` add those fields (the report's granularity and top ask for them)."""
+        value = {
             "key": list(self.key),
             "inferences": self.inferences,
             "records": self.records,
@@ -56,6 +64,11 @@ class CostGroup:
             "duration_ns": self.duration_ns,
             "cpu_time_ns": self.cpu_time_ns,
         }
+        if period:
+            value["period"] = rfc3339(self.period_start_unix_ns)
+        if other:
+            value["other"] = self.other
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +79,49 @@ class CostReport:
     total_cost: Decimal
     total_inferences: int
     total_records: int
+    granularity: str | None = None
+    top: int | None = None
 
     def to_json(self) -> dict:
-        """Money as exact decimal strings in `currency`."""
-        return {
+        """Money as exact decimal strings in `currency`. Without a granularity or a top N, the
+        object (and its groups) has no fields for them."""
+        value = {
             "group_by": list(self.group_by),
             "currency": self.currency,
-            "groups": [group.to_json() for group in self.groups],
+            "groups": [
+                group.to_json(period=self.granularity is not None, other=self.top is not None) for group in self.groups
+            ],
             "total_cost": decimal_text(self.total_cost),
             "total_inferences": self.total_inferences,
             "total_records": self.total_records,
         }
+        if self.granularity is not None:
+            value["granularity"] = self.granularity
+        if self.top is not None:
+            value["top"] = self.top
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class CostQuery:
+    """What a report sums: records whose start is in [since, until) (None: open), by group_by,
+    per granularity period (None: the whole range), keeping the `top` costliest groups (None: all)."""
+
+    group_by: tuple[str, ...] = ()
+    since_unix_ns: int | None = None
+    until_unix_ns: int | None = None
+    granularity: str | None = None
+    top: int | None = None
+
+    def __post_init__(self) -> None:
+        # The range first: building a query from a bound that is not an int (True) fails in
+        # SQLAlchemy with an error that is not a ValueError.
+        check_range(self.since_unix_ns, self.until_unix_ns)
+        group_columns(self.group_by, _RECORDS)
+        if self.granularity is not None and self.granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {self.granularity!r} (expected one of: {', '.join(GRANULARITIES)})")
+        if self.top is not None and (type(self.top) is not int or not 1 <= self.top <= MAX_TOP):
+            raise ValueError(f"top must be an integer from 1 to {MAX_TOP} or None, got {self.top!r}")
 
 
 def check_range(since_unix_ns: int | None, until_unix_ns: int | None) -> None:
@@ -87,7 +132,42 @@ def check_range(since_unix_ns: int | None, until_unix_ns: int | None) -> None:
         raise ValueError(f"since_unix_ns ({since_unix_ns}) is after until_unix_ns ({until_unix_ns})")
 
 
-def group_columns(group_by: Sequence[str]) -> list[sa.ColumnElement[str]]:
+def rfc3339(unix_ns: int) -> str:
+    """A UTC time, to the second, as in a report's periods: 2026-11-18T11:00:00Z."""
+    return datetime.fromtimestamp(unix_ns // 10**9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Where the sums come from
+
+
+@dataclass(frozen=True)
+class _Source:
+    table: sa.Table
+    time: sa.ColumnElement[int]  # what the range and the periods apply to
+    columns: Mapping[str, sa.ColumnElement[str]]
+    records: Callable[[], sa.ColumnElement[int]]
+    sum_parts: Callable[[str], tuple[sa.ColumnElement[int], sa.ColumnElement[int]]]
+
+
+_RECORDS = _Source(
+    table=records,
+    time=records.c.start_unix_ns,
+    columns={"model": records.c.model, "version": records.c.model_version, "device": devices.c.name,
+             "site": records.c.site, "runtime": records.c.runtime},
+    records=sa.func.count,
+    sum_parts=lambda name: (sa.func.sum(records.c[name] // _SPLIT), sa.func.sum(records.c[name] % _SPLIT)),
+)
+_ROLLUPS = _Source(
+    table=cost_rollups,
+    time=cost_rollups.c.hour_unix_ns,
+    columns={"model": cost_rollups.c.model, "version": cost_rollups.c.model_version, "device": devices.c.name,
+             "site": cost_rollups.c.site, "runtime": cost_rollups.c.runtime},
+    records=lambda: sa.func.sum(cost_rollups.c.records),
+    sum_parts=lambda name: (sa.func.sum(cost_rollups.c[f"{name}_hi"]), sa.func.sum(cost_rollups.c[f"{name}_lo"])),
+)
+
+
+def group_columns(group_by: Sequence[str], source: _Source = _RECORDS) -> list[sa.ColumnElement[str]]:
     """The SQL expression of each group key; ValueError naming a key that is not one."""
     if isinstance(group_by, str):
         raise ValueError(f"group_by must be a sequence of keys, not the string {group_by!r}")
@@ -98,15 +178,15 @@ def group_columns(group_by: Sequence[str]) -> list[sa.ColumnElement[str]]:
         if group_by.count(key) > 1:
             raise ValueError(f"group key {key!r} is given more than once")
         if key.startswith(_TAG_PREFIX):
-            columns.append(_tag_column(key))
-        elif key in _COLUMNS:
-            columns.append(_COLUMNS[key])
+            columns.append(_tag_column(key, source.table))
+        elif key in source.columns:
+            columns.append(source.columns[key])
         else:
             raise ValueError(f"unknown group key {key!r} (expected one of: {', '.join(GROUP_KEYS)})")
     return columns
 
 
-def _tag_column(key: str) -> sa.ColumnElement[str]:
+def _tag_column(key: str, table: sa.Table) -> sa.ColumnElement[str]:
     tag = key[len(_TAG_PREFIX):]
     try:
         check_text(key, tag, MAX_TAG_KEY_CHARS, required=True)
@@ -115,60 +195,146 @@ def _tag_column(key: str) -> sa.ColumnElement[str]:
     # SQLite's JSON paths have no escape for a double quote inside a key.
     if '"' in tag:
         raise ValueError(f"group key {key!r}: tag names with a double quote cannot be grouped by")
-    return sa.func.coalesce(records.c.tags[tag].as_string(), "")
+    return sa.func.coalesce(table.c.tags[tag].as_string(), "")
 
 
-def cost_query(
-    group_by: Sequence[str], since_unix_ns: int | None, until_unix_ns: int | None
-) -> sa.Select:
-    columns = group_columns(group_by)
-    labelled = [column.label(f"k{i}") for i, column in enumerate(columns)]
+def cost_select(query: CostQuery, *, from_records: bool = False) -> sa.Select | sa.CompoundSelect:
+    """The SELECT whose rows build_report adds up: the whole hours of the range from the
+    roll-ups, UNION ALL any partial hour at either end from the records (from_records: all of
+    it from the records). One statement, so one snapshot on PostgreSQL too. Each row has the
+    period bucket (with a granularity), k0..kN, the number of records and the two parts of each
+    sum; rows of one group may come from each part."""
+    if from_records:
+        parts = [(_RECORDS, query.since_unix_ns, query.until_unix_ns)]
+    else:
+        parts = _split_on_hours(query.since_unix_ns, query.until_unix_ns)
+    selects = [_select(query, source, since, until) for source, since, until in parts]
+    return selects[0] if len(selects) == 1 else sa.union_all(*selects)
+
+
+def _split_on_hours(since: int | None, until: int | None) -> list[tuple[_Source, int | None, int | None]]:
+    first_hour = None if since is None else -(-since // HOUR_NS) * HOUR_NS
+    last_hour = None if until is None else until // HOUR_NS * HOUR_NS
+    if first_hour is not None and last_hour is not None and first_hour >= last_hour:
+        return [(_RECORDS, since, until)]  # no whole hour inside
+    parts = [(_ROLLUPS, first_hour, last_hour)]
+    if since != first_hour:
+        parts.append((_RECORDS, since, first_hour))
+    if until != last_hour:
+        parts.append((_RECORDS, last_hour, until))
+    return parts
+
+
+def _select(query: CostQuery, source: _Source, since: int | None, until: int | None) -> sa.Select:
+    labelled = [column.label(f"k{i}") for i, column in enumerate(group_columns(query.group_by, source))]
+    if query.granularity is not None:
+        size = _BUCKET_NS[query.granularity]
+        labelled.insert(0, (source.time - source.time % size).label("bucket"))
     sums = []
     for name in _SUMMED:
-        column = records.c[name]
-        sums += [sa.func.sum(column // _SPLIT).label(f"{name}_hi"), sa.func.sum(column % _SPLIT).label(f"{name}_lo")]
-    query = sa.select(*labelled, sa.func.count().label("records"), *sums)
-    if "device" in group_by:
-        query = query.select_from(records.join(devices, records.c.device_id == devices.c.device_id))
+        high, low = source.sum_parts(name)
+        sums += [high.label(f"{name}_hi"), low.label(f"{name}_lo")]
+    select = sa.select(*labelled, source.records().label("records"), *sums)
+    if "device" in query.group_by:
+        select = select.select_from(source.table.join(devices, source.table.c.device_id == devices.c.device_id))
     else:
-        query = query.select_from(records)
-    if since_unix_ns is not None:
-        query = query.where(records.c.start_unix_ns >= since_unix_ns)
-    if until_unix_ns is not None:
-        query = query.where(records.c.start_unix_ns < until_unix_ns)
-    return query.group_by(*labelled) if labelled else query
+        select = select.select_from(source.table)
+    if since is not None:
+        select = select.where(source.time >= since)
+    if until is not None:
+        select = select.where(source.time < until)
+    return select.group_by(*labelled) if labelled else select
 
 
-def build_report(group_by: Sequence[str], currency: str, rows: Sequence[sa.Row]) -> CostReport:
-    totals = []
+# Adding up
+
+
+def build_report(query: CostQuery, currency: str, rows: Iterable[sa.Row]) -> CostReport:
+    """The report from the rows of cost_select."""
+    period_of = _period_function(query.granularity)
+    sums: dict[tuple, list[int]] = {}
     for row in rows:
         values = row._mapping
         if not values["records"]:  # no grouping and no records: SQL still returns one row of NULLs
             continue
-        sums = {name: int(values[f"{name}_hi"]) * _SPLIT + int(values[f"{name}_lo"]) for name in _SUMMED}
-        key = tuple(values[f"k{i}"] for i in range(len(group_by)))
-        totals.append((key, values["records"], sums))
-    # Sorted on integer picos: exact, where Decimal arithmetic would round to its context.
-    totals.sort(key=lambda item: (-item[2]["cost_pico"], item[0]))
-    groups = [
-        CostGroup(
-            key=key,
-            inferences=sums["count"],
-            records=count,
-            cost=picos_to_decimal(sums["cost_pico"]),
-            compute_cost=picos_to_decimal(sums["compute_cost_pico"]),
-            energy_cost=picos_to_decimal(sums["energy_cost_pico"]),
-            energy_uj=sums["energy_uj"],
-            duration_ns=sums["duration_ns"],
-            cpu_time_ns=sums["cpu_time_ns"],
-        )
-        for key, count, sums in totals
-    ]
+        period = period_of(int(values["bucket"])) if period_of else None
+        group = (period, tuple(values[f"k{i}"] for i in range(len(query.group_by))))
+        totals = [int(values["records"])] + [
+            int(values[f"{name}_hi"]) * _SPLIT + int(values[f"{name}_lo"]) for name in _SUMMED
+        ]
+        found = sums.get(group)
+        sums[group] = totals if found is None else [a + b for a, b in zip(found, totals)]
+    groups = _ranked(sums, query.top)
     return CostReport(
-        group_by=tuple(group_by),
+        group_by=tuple(query.group_by),
         currency=currency,
         groups=groups,
-        total_cost=picos_to_decimal(sum(sums["cost_pico"] for _, _, sums in totals)),
+        total_cost=picos_to_decimal(sum(totals[2] for totals in sums.values())),
         total_inferences=sum(group.inferences for group in groups),
         total_records=sum(group.records for group in groups),
+        granularity=query.granularity,
+        top=query.top,
     )
+
+
+def _ranked(sums: dict[tuple, list[int]], top: int | None) -> list[CostGroup]:
+    """Groups by period, each period's costliest first; with `top`, only the `top` keys that
+    cost most over the whole range keep their groups, and a period's other groups are summed
+    into its last group, other=True. Sorted on integer picos: exact, where Decimal arithmetic
+    would round to its context."""
+    kept = None
+    if top is not None:
+        cost_by_key: dict[tuple, int] = {}
+        for (_, key), totals in sums.items():
+            cost_by_key[key] = cost_by_key.get(key, 0) + totals[2]
+        kept = set(sorted(cost_by_key, key=lambda key: (-cost_by_key[key], key))[:top])
+    shown: dict[tuple, list[int]] = {}
+    rest: dict[object, list[int]] = {}
+    for (period, key), totals in sums.items():
+        if kept is None or key in kept:
+            shown[period, key] = totals
+        else:
+            found = rest.get(period)
+            rest[period] = totals if found is None else [a + b for a, b in zip(found, totals)]
+    ordered = sorted(
+        [((period or 0, False, -totals[2], key), _group(key, totals, period, False))
+         for (period, key), totals in shown.items()]
+        + [((period or 0, True, 0, ()), _group((), totals, period, True)) for period, totals in rest.items()],
+        key=lambda item: item[0],
+    )
+    return [group for _, group in ordered]
+
+
+def _group(key: tuple, totals: list[int], period: int | None, other: bool) -> CostGroup:
+    records_, count, cost, compute, energy_cost, energy_uj, duration_ns, cpu_time_ns = totals
+    return CostGroup(
+        key=key,
+        inferences=count,
+        records=records_,
+        cost=picos_to_decimal(cost),
+        compute_cost=picos_to_decimal(compute),
+        energy_cost=picos_to_decimal(energy_cost),
+        energy_uj=energy_uj,
+        duration_ns=duration_ns,
+        cpu_time_ns=cpu_time_ns,
+        period_start_unix_ns=period,
+        other=other,
+    )
+
+
+def _period_function(granularity: str | None) -> Callable[[int], int] | None:
+    """The start of a bucket's period, from the start of the hour or day SQL grouped by."""
+    if granularity is None:
+        return None
+    if granularity != "month":
+        return lambda bucket_unix_ns: bucket_unix_ns
+    months: dict[int, int] = {}
+
+    def month_start(day_unix_ns: int) -> int:
+        start = months.get(day_unix_ns)
+        if start is None:
+            day = datetime.fromtimestamp(day_unix_ns // 10**9, timezone.utc)
+            start = months[day_unix_ns] = calendar.timegm((day.year, day.month, 1, 0, 0, 0)) * 10**9
+        return start
+
+    return month_start

@@ -137,3 +137,35 @@ records = sa.Table(
     # "" when the device's own book entries priced it; otherwise which defaults stood in.
     sa.Column("pricing_note", sa.Text, nullable=False),
 )
+
+# Hourly sums of the records, so that a report reads one row per hour and group instead of
+# every record (collector.rollups). Ingest adds the rows it actually inserted, in the same
+# transaction, so the roll-ups always equal the sums of the stored records; migration 0003
+# filled them from the records stored before.
+ROLLUP_SPLIT = 1_000_000
+ROLLUP_SUMS = ("count", "cost_pico", "compute_cost_pico", "energy_cost_pico", "energy_uj", "duration_ns", "cpu_time_ns")
+cost_rollups = sa.Table(
+    "cost_rollups",
+    metadata,
+    # The start of the UTC hour that the records started in.
+    sa.Column("hour_unix_ns", sa.BigInteger, primary_key=True),
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    # SHA-256 of the group below: its texts (up to 256 characters each, and 64 tags) would not
+    # fit in an index entry.
+    sa.Column("group_sha256", sa.String(64), primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("runtime", sa.Text, nullable=False),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("kind", sa.SmallInteger, nullable=False),
+    # The tag set, keys sorted.
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    # Each sum of a records column (ROLLUP_SUMS) as NAME_hi * ROLLUP_SPLIT + NAME_lo, with
+    # 0 <= NAME_lo < ROLLUP_SPLIT: a few records' BIGINTs may add up past int64, where SQLite
+    # would turn the sum into an inexact REAL.
+    *(
+        sa.Column(f"{name}_{part}", sa.BigInteger, nullable=False)
+        for name in ROLLUP_SUMS for part in ("hi", "lo")
+    ),
+)

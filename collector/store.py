@@ -3,8 +3,9 @@ records, price books, and the cost report, on SQLite (one collector) or PostgreS
 replicas).
 
 Exactly-once accounting: a batch is inserted with ON CONFLICT DO NOTHING on (device, stream,
-seq), priced, and the device's counters updated, in one transaction; only the rows that were
-new count, and `ingest` returns only after COMMIT, so an ack always means "durably stored".
+seq), priced, and the hourly roll-ups and the device's counters updated, in one transaction;
+only the rows that were new count, and `ingest` returns only after COMMIT, so an ack always
+means "durably stored".
 Database trouble a retry could fix raises StoreUnavailable, never a quiet success.
 """
 
@@ -39,11 +40,12 @@ from collector.database import (
 from collector.pricebook import NAME_PATTERN
 from collector.reports import (
     CostGroup,
+    CostQuery,
     CostReport,
     build_report,
-    check_range,
-    cost_query,
+    cost_select,
 )
+from collector.rollups import add_to_rollups
 from collector.rows import RECORD_COLUMNS, priced_rows
 from collector.schema import device_rotations, device_tokens, devices
 from collector.schema import records as records_table
@@ -57,6 +59,7 @@ MAX_STREAM_ID_CHARS = 128
 MAX_CPU_CORES = 65_535
 DEVICE_NAME_RULE = "a device's name or id is 1-64 characters of A-Z a-z 0-9 . _ -"
 _RECORD_KEY = ("device_id", "stream_id", "seq")
+_SEQ = RECORD_COLUMNS.index("seq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +325,9 @@ class Store:
                     records, device_id=device_id, stream_id=stream_id, profile=known.profile, site=known.site,
                     received_unix_ns=received_unix_ns, schedule=schedule,
                 )
-                inserted = len(insert_new_rows(
-                    connection, records_table, RECORD_COLUMNS, _RECORD_KEY, "seq", rows
-                ))
+                inserted_seqs = insert_new_rows(connection, records_table, RECORD_COLUMNS, _RECORD_KEY, "seq", rows)
+                inserted = len(inserted_seqs)
+                add_to_rollups(connection, rows if inserted == len(rows) else _rows_of(rows, inserted_seqs))
             connection.execute(
                 sa.update(devices).where(devices.c.device_id == device_id).values(
                     last_seen_unix_ns=received_unix_ns,
@@ -362,19 +365,25 @@ class Store:
         group_by: Sequence[str] = (),
         since_unix_ns: int | None = None,
         until_unix_ns: int | None = None,
+        granularity: str | None = None,
+        top: int | None = None,
+        from_records: bool = False,
     ) -> CostReport:
         """Stored costs by group, over records whose start is in [since, until) (None: open).
-        Group keys: model, version, device, site, runtime, tag:KEY. ValueError for an unknown
-        key or since after until."""
+        Group keys: model, version, device, site, runtime, tag:KEY. granularity ("hour", "day",
+        "month"): a group per UTC period too. top N: the N groups that cost most over the range,
+        and the rest summed per period into a group with other=True. ValueError for an unknown
+        key or granularity, a top N that is not a positive integer, or since after until.
+
+        The whole hours of the range are summed from the hourly roll-ups; from_records sums
+        every record instead (the same figures, slower: a check on the roll-ups)."""
         group_by = tuple(group_by) if not isinstance(group_by, str) else group_by
-        # The range first: building the query from a bound that is not an int (True) fails
-        # in SQLAlchemy with an error that is not a ValueError.
-        check_range(since_unix_ns, until_unix_ns)
-        query = cost_query(group_by, since_unix_ns, until_unix_ns)
+        query = CostQuery(group_by, since_unix_ns, until_unix_ns, granularity, top)
+        select = cost_select(query, from_records=from_records)
         with transaction(self.engine) as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(select).all()
             currency = self._books.currency(connection)
-        return build_report(group_by, currency, rows)
+        return build_report(query, currency, rows)
 
 
 _DEVICE_ROWS = sa.select(devices, device_rotations.c.device_id.is_not(None).label("rotating")).outerjoin(
@@ -389,6 +398,19 @@ def _device_row(row: sa.Row) -> DeviceRow:
         revoked=row.revoked_unix_ns is not None, hostname=row.hostname, cpu_cores=row.cpu_cores,
         records=row.record_count, platform=row.platform, agent_version=row.agent_version, rotating=bool(row.rotating),
     )
+
+
+def _rows_of(rows: Sequence[tuple], seqs: Sequence[int]) -> list[tuple]:
+    """The rows (of one device and stream) with these seqs; the first of a seq given twice, as
+    the insert keeps it."""
+    wanted = set(seqs)
+    found = []
+    for row in rows:
+        seq = row[_SEQ]
+        if seq in wanted:
+            wanted.discard(seq)
+            found.append(row)
+    return found
 
 
 def _device_exists(connection: sa.Connection, device_id: str) -> bool:

@@ -1,7 +1,7 @@
 """Shared pieces of the collector's server tests: the servers on loopback in a background
 thread (plaintext or TLS), records and batches to push, bearer tokens as HTTP headers and gRPC
-metadata, and a small JSON Schema check for the OpenAPI document. (The `store`, `servers` and
-token fixtures over them are in conftest.py.)"""
+metadata, a small JSON Schema check for the OpenAPI document, and the cost roll-ups as stored
+and as made afresh. (The `store`, `servers` and token fixtures over them are in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import re
 import threading
 from concurrent.futures import Future
 
+import sqlalchemy as sa
 from infermeter.v1 import ingest_pb2, usage_pb2
 
 from agent.codec import record_to_proto
 from agent.record import EnergyShare, Kind, UsageRecord
+from collector.rollups import ROLLUP_COLUMNS, rebuild_rollups
+from collector.schema import cost_rollups
 from collector.server import Servers, start_servers
 from collector.tls import ServerTls
 
@@ -123,9 +126,9 @@ def resolve(document: dict, item: dict) -> dict:
 
 # A JSON Schema subset, enough for the OpenAPI document's schemas: $ref to components, type
 # (one or a list), properties, required, additionalProperties: false, items, enum, pattern,
-# minimum. An unsupported keyword fails loudly, so the check never silently passes.
+# minimum, maximum. An unsupported keyword fails loudly, so the check never silently passes.
 _KEYWORDS = {"$ref", "type", "properties", "required", "additionalProperties", "items", "enum", "pattern",
-             "minimum", "description", "format", "example", "examples", "title"}
+             "minimum", "maximum", "description", "format", "example", "examples", "title"}
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -154,6 +157,8 @@ def schema_errors(value, schema: dict, document: dict, path: str = "$") -> list[
         errors.append(f"{path}: {value!r} does not match {schema['pattern']}")
     if "minimum" in schema and type(value) in (int, float) and value < schema["minimum"]:
         errors.append(f"{path}: {value!r} is below {schema['minimum']}")
+    if "maximum" in schema and type(value) in (int, float) and value > schema["maximum"]:
+        errors.append(f"{path}: {value!r} is above {schema['maximum']}")
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         errors += [f"{path}: missing {name!r}" for name in schema.get("required", ()) if name not in value]
@@ -166,3 +171,35 @@ def schema_errors(value, schema: dict, document: dict, path: str = "$") -> list[
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], document, f"{path}[{i}]")
     return errors
+
+
+def stored_rollups(store) -> list[tuple]:
+    """The store's roll-up rows (collector.rollups.ROLLUP_COLUMNS), in key order."""
+    with store.engine.connect() as connection:
+        return _rollup_rows(connection)
+
+
+def recomputed_rollups(store) -> list[tuple]:
+    """The roll-ups made afresh from the stored records (and the change rolled back)."""
+    with store.engine.connect() as connection, connection.begin() as outer:
+        rebuild_rollups(connection, page_groups=7)
+        rows = _rollup_rows(connection)
+        outer.rollback()
+    return rows
+
+
+def _rollup_rows(connection: sa.Connection) -> list[tuple]:
+    query = sa.select(*(cost_rollups.c[name] for name in ROLLUP_COLUMNS)).order_by(*cost_rollups.primary_key.columns)
+    return [tuple(row) for row in connection.execute(query)]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """`infermeter ARGV...` in this process: the exit code, stdout and stderr."""
+    from agent.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -74,6 +74,30 @@ def test_get_costs_says_what_the_http_api_says(admin, viewer, viewer_token, push
     assert sorted(tuple(g.key) for g in reply.groups) == [("bert", "ads"), ("resnet50", "search")]
 
 
+def test_get_costs_per_period_and_top_n_says_what_the_http_api_says(admin, viewer, viewer_token, pushed, servers):
+    reply = admin.GetCosts(
+        admin_pb2.GetCostsRequest(group_by=["model"], granularity="hour", top=1), metadata=viewer, timeout=10
+    )
+    request = urllib.request.Request(
+        f"{servers.http_url}/api/v1/costs?group_by=model&granularity=hour&top=1", headers=bearer(viewer_token)
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        http = json.load(response)
+
+    assert (reply.granularity, reply.top) == (http["granularity"], http["top"]) == ("hour", 1)
+    assert [(list(g.key), g.period, g.other, g.records, g.cost) for g in reply.groups] == [
+        (g["key"], g["period"], g["other"], g["records"], g["cost"]) for g in http["groups"]
+    ] == [(["resnet50"], "2026-11-18T11:00:00Z", False, 2, reply.groups[0].cost),
+          ([], "2026-11-18T11:00:00Z", True, 1, reply.groups[1].cost)]
+
+
+def test_get_costs_without_granularity_or_top_leaves_their_fields_empty(admin, viewer, pushed):
+    reply = admin.GetCosts(admin_pb2.GetCostsRequest(group_by=["model"]), metadata=viewer, timeout=10)
+
+    assert (reply.granularity, reply.top) == ("", 0)
+    assert [(g.period, g.other) for g in reply.groups] == [("", False), ("", False)]
+
+
 def test_get_costs_time_range_zero_is_unbounded(admin, viewer, pushed):
     unbounded = admin.GetCosts(admin_pb2.GetCostsRequest(), metadata=viewer, timeout=10)
     after_all = admin.GetCosts(
@@ -90,8 +114,10 @@ def test_get_costs_time_range_zero_is_unbounded(admin, viewer, pushed):
         admin_pb2.GetCostsRequest(group_by=["colour"]),
         admin_pb2.GetCostsRequest(group_by=["tag:"]),
         admin_pb2.GetCostsRequest(since_unix_ns=2_000_000_000 * 10**9, until_unix_ns=1_000_000_000 * 10**9),
+        admin_pb2.GetCostsRequest(granularity="week"),
+        admin_pb2.GetCostsRequest(top=1_000_001),
     ],
-    ids=["unknown-key", "empty-tag", "since-after-until"],
+    ids=["unknown-key", "empty-tag", "since-after-until", "unknown-granularity", "top-too-large"],
 )
 def test_get_costs_bad_query_is_invalid_argument(admin, viewer, request_):
     with pytest.raises(grpc.RpcError) as caught:

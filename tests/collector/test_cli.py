@@ -10,12 +10,13 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from agent.cli import build_parser, main
+from agent.cli import build_parser
 from collector import tokens
 from collector.cli import format_cost_report
 from collector.schema import admin_tokens
 from collector.store import DeviceInfo, Store
 from tests.collector.helpers import STREAM_ID, ServersThread, bearer, make_record
+from tests.collector.helpers import run_cli as run
 
 PRICE_BOOK = {
     "currency": "EUR",
@@ -30,15 +31,6 @@ def db(tmp_path, monkeypatch):
     Store.open(url).close()
     monkeypatch.setenv("INFERMETER_DB", url)
     return url
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse's usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def http_get(url: str, store: Store) -> object:
@@ -263,6 +255,66 @@ def test_report_costs_table(db, capsys):
     assert lines[0].split()[:4] == ["model", "tag:project", "inferences", "cost"]
     assert [line.split()[:3] for line in lines[1:4]] == [["bert", "search", "3"], ["resnet50", "search", "3"], ["total", "6", lines[3].split()[2]]]
     assert "6 records" in lines[-1]
+
+
+def test_report_costs_per_day_with_the_top_model_json_is_the_http_apis_object(db, capsys):
+    store = with_records(db)
+    try:
+        with ServersThread(store) as running:
+            http = http_get(f"{running.http_url}/api/v1/costs?group_by=model&granularity=day&top=1", store)
+    finally:
+        store.close()
+
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model", "--granularity", "day", "--top", "1", "--json")
+
+    assert code == 0
+    assert json.loads(out) == http
+    assert [(g["period"], g["key"], g["other"]) for g in http["groups"]] == [
+        ("2026-11-18T00:00:00Z", ["bert"], False), ("2026-11-18T00:00:00Z", [], True),
+    ]
+
+
+def test_report_costs_table_per_hour_with_the_rest_as_other(db, capsys):
+    with_records(db).close()
+
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model", "--granularity", "hour", "--top", "1")
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["period", "model", "inferences", "cost"]
+    assert [line.split()[:4] for line in lines[1:3]] == [["2026-11-18", "11:00", "bert", "3"],
+                                                         ["2026-11-18", "11:00", "(other)", "3"]]
+    assert lines[3].split()[:2] == ["total", "6"]
+    assert lines[-1].endswith("; periods are UTC hours; (other) sums the groups beyond the top 1")
+
+
+@pytest.mark.parametrize(("granularity", "period"), [("day", "2026-11-18"), ("month", "2026-11")])
+def test_report_costs_table_shows_periods_as_the_granularity_reads(db, capsys, granularity, period):
+    with_records(db).close()
+
+    code, out, _ = run(capsys, "report", "costs", "--granularity", granularity)
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["period", "inferences"]
+    assert lines[1].split()[:2] == [period, "6"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("report", "costs", "--granularity", "week"),
+        ("report", "costs", "--top", "0"),
+        ("report", "costs", "--top", "ten"),
+        ("report", "costs", "--top", "1000001"),
+    ],
+    ids=["granularity", "top-zero", "top-text", "top-too-large"],
+)
+def test_report_costs_bad_granularity_or_top_exit_2(db, capsys, argv):
+    code, out, err = run(capsys, *argv)
+
+    assert (code, out) == (2, "")
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

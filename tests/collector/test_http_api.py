@@ -173,6 +173,54 @@ def test_costs_bad_parameters_are_400_json(get, query, code, field):
     assert documented_errors("/api/v1/costs", 400, body) == []
 
 
+def test_costs_per_day_with_the_top_model_and_the_rest(get, pushed):
+    status, _, body = get("/api/v1/costs?group_by=model&granularity=day&top=1")
+
+    assert status == 200, body
+    assert documented_errors("/api/v1/costs", 200, body) == []
+    assert (body["granularity"], body["top"]) == ("day", 1)
+    # bert (seqs 1 and 3) and resnet50 (2 and 4) cost alike; the tie goes to the first key.
+    assert [(g["period"], g["key"], g["other"], g["records"]) for g in body["groups"]] == [
+        ("2026-11-18T00:00:00Z", ["bert"], False, 2), ("2026-11-18T00:00:00Z", [], True, 2),
+    ]
+    assert Decimal(body["total_cost"]) == sum(Decimal(g["cost"]) for g in body["groups"])
+
+
+@pytest.mark.parametrize("granularity", ["hour", "day", "month"])
+def test_costs_periods_are_documented(get, pushed, granularity):
+    status, _, body = get(f"/api/v1/costs?granularity={granularity}&since=2026-11-18T11:00:00Z")
+
+    assert status == 200, body
+    assert documented_errors("/api/v1/costs", 200, body) == []
+    assert [g["period"] for g in body["groups"]] == [
+        {"hour": "2026-11-18T11:00:00Z", "day": "2026-11-18T00:00:00Z", "month": "2026-11-01T00:00:00Z"}[granularity]
+    ]
+    assert "top" not in body and all("other" not in g for g in body["groups"])
+
+
+@pytest.mark.parametrize("query, field", [
+    ("granularity=week", "granularity"),
+    ("granularity=", "granularity"),
+    ("granularity=DAY", "granularity"),
+    ("top=0", "top"),
+    ("top=-1", "top"),
+    ("top=1.5", "top"),
+    ("top=%2B1", "top"),
+    ("top=%201", "top"),
+    ("top=", "top"),
+    ("top=1000001", "top"),
+    ("top=99999999999999999999", "top"),
+    ("top=%EF%BC%95", "top"),  # a full-width 5
+    ("top=1&top=2", "top"),
+])
+def test_costs_bad_granularity_or_top_is_400_naming_it(get, query, field):
+    status, _, body = get(f"/api/v1/costs?{query}")
+
+    assert status == 400
+    assert body["field"] == field and body["code"] in ("invalid_parameter", "repeated_parameter")
+    assert documented_errors("/api/v1/costs", 400, body) == []
+
+
 def test_costs_group_keys_may_have_spaces_around_them(get, pushed):
     status, _, body = get("/api/v1/costs?group_by=%20model%20,%20tag:project%20")
 

@@ -1,6 +1,6 @@
 """Scale-out: collector replicas on one PostgreSQL database receiving the same batches at the
 same moment (a device that retried through the load balancer) store each record exactly once
-and count it once."""
+and count it once, in the device's counter and in the hourly cost roll-ups."""
 
 from __future__ import annotations
 
@@ -12,10 +12,18 @@ import sqlalchemy as sa
 from collector.schema import records
 from collector.store import DeviceInfo, Store
 from tests.collector.databases import postgres_url, run_together  # noqa: F401
-from tests.collector.helpers import STREAM_ID, make_record
+from tests.collector.helpers import (
+    START_UNIX_NS,
+    STREAM_ID,
+    make_record,
+    recomputed_rollups,
+    stored_rollups,
+)
 
 REPORTED = DeviceInfo(hostname="edge-1", cpu_cores=4)
-BATCHES = [[make_record(seq, cpu_time_ns=1_000 + seq * 7_919) for seq in range(first, first + 200)]
+# Over two hours and two models, so that concurrent batches add to the same roll-up rows.
+BATCHES = [[make_record(seq, cpu_time_ns=1_000 + seq * 7_919, start_unix_ns=START_UNIX_NS + seq * 3 * 10**9,
+                        model="resnet50" if seq % 3 else "bert") for seq in range(first, first + 200)]
            for first in range(1, 2_001, 200)]
 RECORDS = sum(len(batch) for batch in BATCHES)
 
@@ -37,6 +45,15 @@ def single_ingest_report(tmp_path):
         for batch in BATCHES:
             store.ingest(device.device_id, STREAM_ID, REPORTED, batch)
         return store.costs(group_by=("device", "model"))
+
+
+def counted_once(replica: Store, single_ingest_report) -> None:
+    """The roll-ups are the sums of the records, each stored once: the report from them is the
+    single collector's, and so is the one summing every record."""
+    assert stored_rollups(replica) == recomputed_rollups(replica)
+    assert replica.costs(group_by=("device", "model")) == single_ingest_report
+    assert replica.costs(group_by=("device", "model"), from_records=True) == single_ingest_report
+    assert replica.costs(group_by=("model",), granularity="hour").total_records == RECORDS
 
 
 def stored_keys(store: Store) -> list[tuple]:
@@ -65,7 +82,7 @@ def test_replicas_ingesting_the_same_batches_at_once_store_and_count_each_record
     assert inserted == [len(batch) for batch in BATCHES]
     assert stored_keys(first) == [(device.device_id, STREAM_ID, seq, 1) for seq in range(1, RECORDS + 1)]
     assert [row.records for row in second.list_devices()] == [RECORDS]
-    assert first.costs(group_by=("device", "model")) == single_ingest_report
+    counted_once(first, single_ingest_report)
 
 
 def test_replicas_receiving_differently_split_overlapping_batches_at_once_count_each_record_once(
@@ -89,4 +106,4 @@ def test_replicas_receiving_differently_split_overlapping_batches_at_once_count_
     assert sum(inserted) == RECORDS
     assert stored_keys(second) == [(device.device_id, STREAM_ID, seq, 1) for seq in range(1, RECORDS + 1)]
     assert [row.records for row in first.list_devices()] == [RECORDS]
-    assert second.costs(group_by=("device", "model")) == single_ingest_report
+    counted_once(second, single_ingest_report)

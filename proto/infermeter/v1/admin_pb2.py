@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19infermeter/v1/admin.proto\x12\rinfermeter.v1\"\xfe\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x17\n\x0f\x63reated_unix_ns\x18\x05 \x01(\x03\x12\x19\n\x11last_seen_unix_ns\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x11\n\tcpu_cores\x18\t \x01(\r\x12\x10\n\x08platform\x18\n \x01(\t\x12\x15\n\ragent_version\x18\x0b \x01(\t\x12\x0f\n\x07records\x18\x0c \x01(\x04\x12\x10\n\x08rotating\x18\r \x01(\x08\"\x14\n\x12ListDevicesRequest\"=\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.infermeter.v1.Device\"Q\n\x0fGetCostsRequest\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x15\n\rsince_unix_ns\x18\x02 \x01(\x03\x12\x15\n\runtil_unix_ns\x18\x03 \x01(\x03\"\xb3\x01\n\tCostGroup\x12\x0b\n\x03key\x18\x01 \x03(\t\x12\x12\n\ninferences\x18\x02 \x01(\x04\x12\x0f\n\x07records\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x14\n\x0c\x63ompute_cost\x18\x05 \x01(\t\x12\x13\n\x0b\x65nergy_cost\x18\x06 \x01(\t\x12\x11\n\tenergy_uj\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ns\x18\x08 \x01(\x04\x12\x13\n\x0b\x63pu_time_ns\x18\t \x01(\x04\"\xa5\x01\n\x10GetCostsResponse\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12(\n\x06groups\x18\x03 \x03(\x0b\x32\x18.infermeter.v1.CostGroup\x12\x12\n\ntotal_cost\x18\x04 \x01(\t\x12\x18\n\x10total_inferences\x18\x05 \x01(\x04\x12\x15\n\rtotal_records\x18\x06 \x01(\x04\"#\n\x13RotateDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13RevokeDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xc0\x02\n\x05\x41\x64min\x12T\n\x0bListDevices\x12!.infermeter.v1.ListDevicesRequest\x1a\".infermeter.v1.ListDevicesResponse\x12K\n\x08GetCosts\x12\x1e.infermeter.v1.GetCostsRequest\x1a\x1f.infermeter.v1.GetCostsResponse\x12I\n\x0cRotateDevice\x12\".infermeter.v1.RotateDeviceRequest\x1a\x15.infermeter.v1.Device\x12I\n\x0cRevokeDevice\x12\".infermeter.v1.RevokeDeviceRequest\x1a\x15.infermeter.v1.Deviceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19infermeter/v1/admin.proto\x12\rinfermeter.v1\"\xfe\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x17\n\x0f\x63reated_unix_ns\x18\x05 \x01(\x03\x12\x19\n\x11last_seen_unix_ns\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x11\n\tcpu_cores\x18\t \x01(\r\x12\x10\n\x08platform\x18\n \x01(\t\x12\x15\n\ragent_version\x18\x0b \x01(\t\x12\x0f\n\x07records\x18\x0c \x01(\x04\x12\x10\n\x08rotating\x18\r \x01(\x08\"\x14\n\x12ListDevicesRequest\"=\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.infermeter.v1.Device\"s\n\x0fGetCostsRequest\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x15\n\rsince_unix_ns\x18\x02 \x01(\x03\x12\x15\n\runtil_unix_ns\x18\x03 \x01(\x03\x12\x13\n\x0bgranularity\x18\x04 \x01(\t\x12\x0b\n\x03top\x18\x05 \x01(\r\"\xd2\x01\n\tCostGroup\x12\x0b\n\x03key\x18\x01 \x03(\t\x12\x12\n\ninferences\x18\x02 \x01(\x04\x12\x0f\n\x07records\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x14\n\x0c\x63ompute_cost\x18\x05 \x01(\t\x12\x13\n\x0b\x65nergy_cost\x18\x06 \x01(\t\x12\x11\n\tenergy_uj\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ns\x18\x08 \x01(\x04\x12\x13\n\x0b\x63pu_time_ns\x18\t \x01(\x04\x12\x0e\n\x06period\x18\n \x01(\t\x12\r\n\x05other\x18\x0b \x01(\x08\"\xc7\x01\n\x10GetCostsResponse\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12(\n\x06groups\x18\x03 \x03(\x0b\x32\x18.infermeter.v1.CostGroup\x12\x12\n\ntotal_cost\x18\x04 \x01(\t\x12\x18\n\x10total_inferences\x18\x05 \x01(\x04\x12\x15\n\rtotal_records\x18\x06 \x01(\x04\x12\x13\n\x0bgranularity\x18\x07 \x01(\t\x12\x0b\n\x03top\x18\x08 \x01(\r\"#\n\x13RotateDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13RevokeDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xc0\x02\n\x05\x41\x64min\x12T\n\x0bListDevices\x12!.infermeter.v1.ListDevicesRequest\x1a\".infermeter.v1.ListDevicesResponse\x12K\n\x08GetCosts\x12\x1e.infermeter.v1.GetCostsRequest\x1a\x1f.infermeter.v1.GetCostsResponse\x12I\n\x0cRotateDevice\x12\".infermeter.v1.RotateDeviceRequest\x1a\x15.infermeter.v1.Device\x12I\n\x0cRevokeDevice\x12\".infermeter.v1.RevokeDeviceRequest\x1a\x15.infermeter.v1.Deviceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDEVICESRESPONSE']._serialized_start=323
   _globals['_LISTDEVICESRESPONSE']._serialized_end=384
   _globals['_GETCOSTSREQUEST']._serialized_start=386
-  _globals['_GETCOSTSREQUEST']._serialized_end=467
-  _globals['_COSTGROUP']._serialized_start=470
-  _globals['_COSTGROUP']._serialized_end=649
-  _globals['_GETCOSTSRESPONSE']._serialized_start=652
-  _globals['_GETCOSTSRESPONSE']._serialized_end=817
-  _globals['_ROTATEDEVICEREQUEST']._serialized_start=819
-  _globals['_ROTATEDEVICEREQUEST']._serialized_end=854
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=856
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=891
-  _globals['_ADMIN']._serialized_start=894
-  _globals['_ADMIN']._serialized_end=1214
+  _globals['_GETCOSTSREQUEST']._serialized_end=501
+  _globals['_COSTGROUP']._serialized_start=504
+  _globals['_COSTGROUP']._serialized_end=714
+  _globals['_GETCOSTSRESPONSE']._serialized_start=717
+  _globals['_GETCOSTSRESPONSE']._serialized_end=916
+  _globals['_ROTATEDEVICEREQUEST']._serialized_start=918
+  _globals['_ROTATEDEVICEREQUEST']._serialized_end=953
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=955
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=990
+  _globals['_ADMIN']._serialized_start=993
+  _globals['_ADMIN']._serialized_end=1313
 # @@protoc_insertion_point(module_scope)

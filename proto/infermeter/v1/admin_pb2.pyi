@@ -47,17 +47,21 @@ class ListDevicesResponse(_message.Message):
     def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
 
 class GetCostsRequest(_message.Message):
-    __slots__ = ("group_by", "since_unix_ns", "until_unix_ns")
+    __slots__ = ("group_by", "since_unix_ns", "until_unix_ns", "granularity", "top")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
     group_by: _containers.RepeatedScalarFieldContainer[str]
     since_unix_ns: int
     until_unix_ns: int
-    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ...) -> None: ...
+    granularity: str
+    top: int
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ...) -> None: ...
 
 class CostGroup(_message.Message):
-    __slots__ = ("key", "inferences", "records", "cost", "compute_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns")
+    __slots__ = ("key", "inferences", "records", "cost", "compute_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns", "period", "other")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INFERENCES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +71,8 @@ class CostGroup(_message.Message):
     ENERGY_UJ_FIELD_NUMBER: _ClassVar[int]
     DURATION_NS_FIELD_NUMBER: _ClassVar[int]
     CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
     key: _containers.RepeatedScalarFieldContainer[str]
     inferences: int
     records: int
@@ -76,23 +82,29 @@ class CostGroup(_message.Message):
     energy_uj: int
     duration_ns: int
     cpu_time_ns: int
-    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ...) -> None: ...
+    period: str
+    other: bool
+    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., period: _Optional[str] = ..., other: _Optional[bool] = ...) -> None: ...
 
 class GetCostsResponse(_message.Message):
-    __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences", "total_records")
+    __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences", "total_records", "granularity", "top")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
     TOTAL_INFERENCES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
     group_by: _containers.RepeatedScalarFieldContainer[str]
     currency: str
     groups: _containers.RepeatedCompositeFieldContainer[CostGroup]
     total_cost: str
     total_inferences: int
     total_records: int
-    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ..., total_records: _Optional[int] = ...) -> None: ...
+    granularity: str
+    top: int
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ..., total_records: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ...) -> None: ...
 
 class RotateDeviceRequest(_message.Message):
     __slots__ = ("name",)
