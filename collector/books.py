@@ -91,6 +91,11 @@ class PriceBooks:
         rows = connection.execute(sa.select(price_books).order_by(price_books.c.id))
         return [PriceBookRow(**row._mapping) for row in rows]
 
+    def parsed(self, connection: sa.Connection, book_id: int) -> PriceBook:
+        """Book `book_id`, parsed (KeyError if there is none)."""
+        self._load(connection, [book_id])
+        return self._parsed[book_id]
+
     def _load(self, connection: sa.Connection, book_ids: list[int]) -> None:
         missing = [book_id for book_id in book_ids if book_id not in self._parsed]
         if missing:

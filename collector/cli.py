@@ -389,6 +389,71 @@ def _wh(energy_uj: int) -> str:
     return _money(str(Decimal(energy_uj) / Decimal(3_600_000_000))) if energy_uj else "0"
 
 
+# report explain
+
+
+def _record_ref(text: str) -> tuple[str, int]:
+    """STREAM:SEQ, the stream id as the agent's buffer made it and the record's seq."""
+    stream_id, sep, seq = text.rpartition(":")
+    if not sep or not stream_id or not seq.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not STREAM:SEQ (e.g. 0123456789abcdef0123456789abcdef:42)")
+    return stream_id, int(seq)
+
+
+@_command
+def _report_explain(args: argparse.Namespace) -> int:
+    stream_id, seq = args.record
+    with _open_store(args, create=False) as store:
+        try:
+            explanation = store.explain_record(stream_id, seq, device=args.device)
+        except LookupError as err:
+            raise CommandError(str(err.args[0]), 1) from None
+    if args.json:
+        _print_json(explanation)
+    else:
+        print(format_explanation(explanation))
+    return 0
+
+
+def format_explanation(explanation: dict) -> str:
+    """The derivation of a record's cost as lines to read; every figure exact."""
+    record, book = explanation["record"], explanation["price_book"]
+    compute, energy, total = explanation["compute"], explanation["energy"], explanation["total"]
+    tokens, requests = explanation["tokens"], explanation["requests"]
+    currency = explanation["currency"]
+    if compute["kind"] == "hardware":
+        profile = (f"hardware: purchase {compute['purchase']}, residual {compute['residual']}, "
+                   f"lifetime {compute['lifetime_years']} years, upkeep {compute['upkeep_per_year']} a year")
+    else:
+        profile = f"cloud: {compute['hourly']} an hour"
+    lines = [
+        (f"record {record['stream_id']}:{record['seq']} of device {record['device']}, "
+         f"model {record['model']} {record['model_version']}, started {_utc(record['start_unix_ns'])} UTC"),
+        f"price book {book['id']}, effective from {_utc(book['effective_from_unix_ns'])} UTC ({currency})",
+        f"compute  profile {compute['profile']} ({profile})",
+        f"         rate per device-second {compute['rate_per_device_s']}",
+        (f"         CPU share {compute['cpu_time_ns']} ns / {compute['cpu_cores']} cores = "
+         f"{compute['cpu_share_device_s']} device-s; GPU {compute['gpu_time_ns']} ns"),
+        f"         exact {compute['exact_picos']} picos -> {compute['picos']} picos = {compute['cost']}",
+        (f"energy   site {energy['site']} ({energy['timezone']}), tariff {energy['tariff']}: "
+         f"{energy['kwh']} per kWh x PUE {energy['pue']} = {energy['billed_per_kwh']} per kWh"),
+        (f"         {energy['energy_uj']} µJ: exact {energy['exact_picos']} picos -> "
+         f"{energy['picos']} picos = {energy['cost']}"),
+        (f"tokens   model {tokens['model']} ({'book entry ' + tokens['entry'] if tokens['entry'] else 'no prices'}): "
+         f"{tokens['input_tokens']} in x {tokens['input_per_million']} + {tokens['output_tokens']} out x "
+         f"{tokens['output_per_million']} per 1M"),
+        f"         exact {tokens['exact_picos']} picos -> {tokens['picos']} picos = {tokens['cost']}",
+        (f"requests {requests['count']} x {requests['request']}: exact {requests['exact_picos']} picos -> "
+         f"{requests['picos']} picos = {requests['cost']}"),
+        f"total    {total['picos']} picos = {total['cost']} {currency}",
+    ]
+    if explanation["note"]:
+        lines.append(f"note: {explanation['note']}")
+    if not explanation["matches_stored"]:
+        lines.append("note: the stored cost differs from this derivation")
+    return "\n".join(lines)
+
+
 def _money(amount: str) -> str:
     """Four significant digits for tiny amounts, cents for large ones; the JSON keeps every digit."""
     value = Decimal(amount)
@@ -604,6 +669,21 @@ def _register_report(subparsers: argparse._SubParsersAction) -> None:
     costs.add_argument("--until", type=_time_ns, metavar="TIME", help=f"end of the range (exclusive): {TIME_FORMS}")
     costs.add_argument("--granularity", choices=("hour", "day", "month"),
                        help="a row per UTC hour, day or month as well (default: one for the whole range)")
+    explain = _leaf(
+        report, "explain", _report_explain,
+        help="how one record's cost was derived",
+        description="Show how a stored record was priced: the price book and its effective date, "
+        "the hardware or cloud profile and its rate per device-second, the cores and CPU share, "
+        "the site's energy tariff (the time-of-use window in force at the record's start) and "
+        "PUE, each component's exact value in picos, its half-even rounding, and the total. "
+        "RECORD is STREAM:SEQ, the stream id the device pushed with and the record's seq.",
+        epilog="examples:\n"
+        "  infermeter report explain 0123456789abcdef0123456789abcdef:42\n"
+        "  infermeter report explain 0123456789abcdef0123456789abcdef:42 --device edge-01 --json",
+    )
+    explain.add_argument("record", type=_record_ref, metavar="RECORD", help="STREAM:SEQ")
+    explain.add_argument("--device", metavar="DEVICE",
+                         help="the device's name or id, when streams of two devices share the id")
     costs.add_argument("--top", type=_top, metavar="N",
                        help="only the N groups that cost most over the range, and one (other) row per period "
                        "for the rest, so totals still add up")

@@ -45,7 +45,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SPLIT = 1_000_000
 _SUMMED = (
     "count", "cost_pico", "list_cost_pico", "compute_cost_pico", "energy_cost_pico", "energy_uj", "cpu_time_ns",
-    "gpu_time_ns",
+    "gpu_time_ns", "token_cost_pico", "request_cost_pico",
 )
 _KEY = ("hour", "device_id", "model", "model_version", "kind", "site", "profile", "price_book_id")
 
@@ -120,6 +120,8 @@ COLUMNS = _columns(
     ("x_Records", INTEGER),
     ("x_ComputeCost", DECIMAL, MONEY_SCALE),
     ("x_EnergyCost", DECIMAL, MONEY_SCALE),
+    ("x_TokenCost", DECIMAL, MONEY_SCALE),
+    ("x_RequestCost", DECIMAL, MONEY_SCALE),
     ("x_EnergyJoules", DECIMAL, 6),
     ("x_EnergyMethod", STRING),
     ("x_CpuTimeSeconds", DECIMAL, 9),
@@ -319,6 +321,8 @@ def focus_row(group: ChargeGroup, scope: ExportScope) -> tuple:
         "x_Records": group.records,
         "x_ComputeCost": picos(sums["compute_cost_pico"]),
         "x_EnergyCost": picos(sums["energy_cost_pico"]),
+        "x_TokenCost": picos(sums["token_cost_pico"]),
+        "x_RequestCost": picos(sums["request_cost_pico"]),
         "x_EnergyJoules": Decimal(f"{sums['energy_uj']}e-6"),
         "x_EnergyMethod": ",".join(sorted(group.energy_methods)) or None,
         "x_CpuTimeSeconds": Decimal(f"{sums['cpu_time_ns']}e-9"),

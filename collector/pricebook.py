@@ -4,35 +4,39 @@
      "hardware": {"default": {"purchase": "1200.00", "residual": "0", "lifetime_years": 4,
                               "upkeep_per_year": "120.00", "cpu_cores": null}},
      "cloud": {"m5.xlarge": {"hourly": "0.192", "cpu_cores": 4}},
-     "energy": {"default": {"kwh": "0.15", "pue": "1.0"}}}
+     "models": {"llama-3-8b": {"input_per_million": "0.05", "output_per_million": "0.08", "request": "0"}},
+     "energy": {"default": {"kwh": "0.15", "pue": "1.0"},
+                "berlin": {"kwh": "0.12", "pue": "1.3", "timezone": "Europe/Berlin",
+                           "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"],
+                                        "from": "08:00", "to": "20:00", "kwh": "0.30"}]}}}
 
 Money is written as decimal strings: a JSON or TOML float cannot hold 0.1 exactly, so floats are
 refused instead of being rounded silently. A device's `profile` names an entry of `hardware` or
 `cloud`, its `site` an entry of `energy`; every book has a "default" of each, which prices the
 devices whose own entry is missing.
+
+A site's time-of-use `windows` are in the local wall time of its `timezone` (IANA name, "UTC"
+when omitted), so they follow daylight saving time: "08:00" is 08:00 on the clock on the wall,
+whatever the UTC offset that day. Outside every window the site's `kwh` applies; a site without
+`kwh` must cover the whole week with windows. Windows may not overlap, and one that crosses
+midnight is written as two.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Names of devices, profiles and sites: safe in URLs, file names and report columns.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_KEY = "default"
 
 # ISO 4217 codes in circulation (metals, test and fund-only codes left out).
-CURRENCIES = frozenset("""
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
-    BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP
-    GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR
-    KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK
-    MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR
-    SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS
-    UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
-""".split())
+CURRENCIES = frozenset(["AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG"])
 
 # Bounds that keep the exact arithmetic small: no single price of a quadrillion or more, and
 # nothing finer than 1e-18 of the currency (a millionth of the pico that costs are kept in).
@@ -40,6 +44,11 @@ _MAX_ADJUSTED_EXPONENT = 14
 _MIN_EXPONENT = -18
 _MAX_CPU_CORES = 65_535
 _MAX_LIFETIME_YEARS = 100
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
+MINUTES_PER_DAY = 24 * 60
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+_WALL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 class PriceBookError(ValueError):
@@ -69,9 +78,34 @@ class CloudProfile:
 
 
 @dataclass(frozen=True, slots=True)
-class EnergyTariff:
+class TariffWindow:
+    """One day's stretch of a time-of-use tariff, in minutes of the local week: Monday 00:00 is
+    0, and `end_minute` is exclusive (at most the next midnight)."""
+
+    start_minute: int
+    end_minute: int
     kwh: Decimal
+    source: str  # the book path that wrote it, e.g. "energy.berlin.windows[0]"
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTariff:
+    kwh: Decimal | None  # the price outside every window; None when the windows cover the week
     pue: Decimal
+    timezone: str = "UTC"
+    windows: tuple[TariffWindow, ...] = ()  # sorted by start_minute, never overlapping
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrices:
+    """What a model's use costs beyond the device: tokens, and a fee per request (a licence)."""
+
+    input_per_million: Decimal  # per 1,000,000 input tokens
+    output_per_million: Decimal
+    request: Decimal  # per inference: a record that stands for `count` inferences pays `count` fees
+
+
+NO_MODEL_PRICES = ModelPrices(Decimal(0), Decimal(0), Decimal(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +114,16 @@ class PriceBook:
     hardware: Mapping[str, HardwareProfile]
     cloud: Mapping[str, CloudProfile]
     energy: Mapping[str, EnergyTariff]
+    # By model name; "default" prices the models without an entry (nothing, when it is absent).
+    models: Mapping[str, ModelPrices] = field(default_factory=dict)
+
+    def model_prices(self, model: str) -> ModelPrices:
+        return self.models.get(model) or self.models.get(DEFAULT_KEY) or NO_MODEL_PRICES
 
 
 def parse_price_book(document: object) -> PriceBook:
     """Check a document and return its exact values; PriceBookError names the first fault."""
-    table = _table(document, "", {"currency", "hardware", "cloud", "energy"})
+    table = _table(document, "", {"currency", "hardware", "cloud", "energy", "models"})
     currency = table.get("currency")
     if type(currency) is not str or currency not in CURRENCIES:
         raise PriceBookError("currency", f"must be a 3-letter ISO 4217 code such as \"USD\", got {currency!r}")
@@ -98,7 +137,16 @@ def parse_price_book(document: object) -> PriceBook:
         raise PriceBookError("hardware", f"needs a {DEFAULT_KEY!r} profile (in hardware or cloud)")
     if DEFAULT_KEY not in energy:
         raise PriceBookError("energy", f"needs a {DEFAULT_KEY!r} site")
-    return PriceBook(currency, hardware, cloud, energy)
+    models = {key: _model(entry, f"models.{key}") for key, entry in _entries(table, "models")}
+    return PriceBook(currency, hardware, cloud, energy, models)
+
+
+def _model(entry: object, path: str) -> ModelPrices:
+    table = _table(entry, path, {"input_per_million", "output_per_million", "request"})
+    return ModelPrices(
+        _money(table, "input_per_million", path), _money(table, "output_per_million", path),
+        _money(table, "request", path),
+    )
 
 
 def _hardware(entry: object, path: str) -> HardwareProfile:
@@ -121,12 +169,87 @@ def _cloud(entry: object, path: str) -> CloudProfile:
 
 
 def _energy(entry: object, path: str) -> EnergyTariff:
-    table = _table(entry, path, {"kwh", "pue"})
+    table = _table(entry, path, {"kwh", "pue", "timezone", "windows"})
     pue = _number(table, "pue", path, default=Decimal(1))
     # Power usage effectiveness is facility power over IT power: below 1 is impossible.
     if pue < 1:
         raise PriceBookError(f"{path}.pue", "must be at least 1")
-    return EnergyTariff(_money(table, "kwh", path, required=True), pue)
+    timezone = _timezone(table.get("timezone", "UTC"), f"{path}.timezone")
+    windows = _windows(table.get("windows", []), f"{path}.windows")
+    kwh = _money(table, "kwh", path, required=True) if "kwh" in table or not windows else None
+    if kwh is None:
+        _check_week_covered(windows, f"{path}.windows")
+    return EnergyTariff(kwh, pue, timezone, windows)
+
+
+def _timezone(value: object, field: str) -> str:
+    if type(value) is not str or not value:
+        raise PriceBookError(field, f"must be an IANA time zone name such as \"Europe/Berlin\", got {value!r}")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PriceBookError(field, f"{value!r} is not a known IANA time zone") from None
+    return value
+
+
+def _windows(value: object, path: str) -> tuple[TariffWindow, ...]:
+    if not isinstance(value, list):
+        raise PriceBookError(path, f"must be a list of windows, got {type(value).__name__}")
+    windows = []
+    for index, entry in enumerate(value):
+        source = f"{path}[{index}]"
+        table = _table(entry, source, {"days", "from", "to", "kwh"})
+        days = table.get("days")
+        if not isinstance(days, list) or not days or any(day not in DAYS for day in days):
+            raise PriceBookError(f"{source}.days", f"must be a non-empty list of {', '.join(DAYS)}; got {days!r}")
+        if len(set(days)) != len(days):
+            raise PriceBookError(f"{source}.days", "names a day twice")
+        start = _wall_minute(table.get("from"), f"{source}.from", end=False)
+        end = _wall_minute(table.get("to"), f"{source}.to", end=True)
+        if end <= start:
+            raise PriceBookError(f"{source}.to", "must be after `from` (write a window across midnight as two)")
+        kwh = _money(table, "kwh", source, required=True)
+        for day in days:
+            offset = DAYS.index(day) * MINUTES_PER_DAY
+            windows.append((TariffWindow(offset + start, offset + end, kwh, source), index))
+    windows.sort(key=lambda pair: pair[0].start_minute)
+    for (before, before_index), (after, after_index) in pairwise(windows):
+        if after.start_minute < before.end_minute:
+            # Name the window written later: the one an operator most likely just added.
+            (named, _), (other, _) = sorted(((before, before_index), (after, after_index)), key=lambda p: -p[1])
+            raise PriceBookError(
+                named.source, f"overlaps windows[{other.source.rsplit('[', 1)[-1]} on {_week_time(after.start_minute)}"
+            )
+    return tuple(window for window, _ in windows)
+
+
+def _wall_minute(value: object, field: str, *, end: bool) -> int:
+    """Minutes after midnight of an "HH:MM" wall-clock time; "24:00" ends a day."""
+    if end and value == "24:00":
+        return MINUTES_PER_DAY
+    match = _WALL_TIME.fullmatch(value) if type(value) is str else None
+    if match is None:
+        latest = "24:00" if end else "23:59"
+        raise PriceBookError(field, f"must be a time \"HH:MM\" from \"00:00\" to \"{latest}\", got {value!r}")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def _check_week_covered(windows: tuple[TariffWindow, ...], path: str) -> None:
+    covered = 0
+    for window in (*windows, TariffWindow(MINUTES_PER_WEEK, MINUTES_PER_WEEK, Decimal(0), "")):
+        if window.start_minute > covered:
+            raise PriceBookError(
+                path, f"leave {_week_time(covered)} to {_week_time(window.start_minute)} unpriced: "
+                "cover the whole week, or give the site a `kwh` for the time outside the windows"
+            )
+        covered = window.end_minute
+
+
+def _week_time(minute: int) -> str:
+    day, rest = divmod(minute, MINUTES_PER_DAY)
+    if day == 7:
+        return "sun 24:00"
+    return f"{DAYS[day]} {rest // 60:02d}:{rest % 60:02d}"
 
 
 def _table(value: object, path: str, allowed: set[str]) -> Mapping[str, object]:

@@ -48,6 +48,8 @@ class CostGroup:
     energy_uj: int
     duration_ns: int
     cpu_time_ns: int
+    token_cost: Decimal = Decimal(0)
+    request_cost: Decimal = Decimal(0)
     period_start_unix_ns: int | None = None  # the UTC hour, day or month, with a granularity
     other: bool = False  # the groups beyond the report's top N, summed
 
@@ -60,6 +62,8 @@ class CostGroup:
             "cost": decimal_text(self.cost),
             "compute_cost": decimal_text(self.compute_cost),
             "energy_cost": decimal_text(self.energy_cost),
+            "token_cost": decimal_text(self.token_cost),
+            "request_cost": decimal_text(self.request_cost),
             "energy_uj": self.energy_uj,
             "duration_ns": self.duration_ns,
             "cpu_time_ns": self.cpu_time_ns,
@@ -306,7 +310,7 @@ def _ranked(sums: dict[tuple, list[int]], top: int | None) -> list[CostGroup]:
 
 
 def _group(key: tuple, totals: list[int], period: int | None, other: bool) -> CostGroup:
-    records_, count, cost, compute, energy_cost, energy_uj, duration_ns, cpu_time_ns = totals
+    records_, count, cost, compute, energy_cost, energy_uj, duration_ns, cpu_time_ns, token, request = totals
     return CostGroup(
         key=key,
         inferences=count,
@@ -314,6 +318,8 @@ def _group(key: tuple, totals: list[int], period: int | None, other: bool) -> Co
         cost=picos_to_decimal(cost),
         compute_cost=picos_to_decimal(compute),
         energy_cost=picos_to_decimal(energy_cost),
+        token_cost=picos_to_decimal(token),
+        request_cost=picos_to_decimal(request),
         energy_uj=energy_uj,
         duration_ns=duration_ns,
         cpu_time_ns=cpu_time_ns,

@@ -47,7 +47,9 @@ def rollup_rows(rows: Iterable[tuple]) -> list[tuple]:
     start, device_id, model, version, runtime, site, kind, tags = (
         _AT[name] for name in ("start_unix_ns", "device_id", "model", "model_version", "runtime", "site", "kind", "tags")
     )
-    count, cost, compute, energy_cost, energy_uj, duration, cpu_time = (_AT[name] for name in ROLLUP_SUMS)
+    count, cost, compute, energy_cost, energy_uj, duration, cpu_time, token, request = (
+        _AT[name] for name in ROLLUP_SUMS
+    )
     # One pass, with the sums in a list per group: this runs for every record ingested.
     sums: dict[tuple, list[int]] = {}
     for row in rows:
@@ -55,7 +57,8 @@ def rollup_rows(rows: Iterable[tuple]) -> list[tuple]:
         key = (at - at % HOUR_NS, row[device_id], row[model], row[version], row[runtime], row[site], row[kind], row[tags])
         acc = sums.get(key)
         if acc is None:
-            sums[key] = [1, row[count], row[cost], row[compute], row[energy_cost], row[energy_uj], row[duration], row[cpu_time]]
+            sums[key] = [1, row[count], row[cost], row[compute], row[energy_cost], row[energy_uj], row[duration],
+                         row[cpu_time], row[token], row[request]]
         else:
             acc[0] += 1
             acc[1] += row[count]
@@ -65,6 +68,8 @@ def rollup_rows(rows: Iterable[tuple]) -> list[tuple]:
             acc[5] += row[energy_uj]
             acc[6] += row[duration]
             acc[7] += row[cpu_time]
+            acc[8] += row[token]
+            acc[9] += row[request]
     return _keyed_rows((key, acc[0], acc[1:]) for key, acc in sums.items())
 
 

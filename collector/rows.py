@@ -24,7 +24,7 @@ RECORD_COLUMNS = (
     "count", "gpu_time_ns", "energy_uj", "energy",
     "peak_rss_bytes", "peak_gpu_memory_bytes", "model_resident_bytes",
     "received_unix_ns", "profile", "site", "price_book_id", "price_cpu_cores",
-    "compute_cost_pico", "energy_cost_pico", "cost_pico", "list_cost_pico", "pricing_note",
+    "compute_cost_pico", "energy_cost_pico", "token_cost_pico", "request_cost_pico", "cost_pico", "list_cost_pico", "pricing_note",
 )
 # One encoder for all rows: json.dumps with options builds a new encoder per call.
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -82,15 +82,25 @@ def priced_rows(
                  "interval_ns": s.interval_ns, "error_uj": s.error_uj}
                 for s in record.energy
             ])
-            energy_pico = div_round_half_even(energy_uj * rate.energy_num, rate.energy_den)
+            if rate.time_of_use is None:
+                energy_pico = div_round_half_even(energy_uj * rate.energy_num, rate.energy_den)
+            else:
+                energy_num, energy_den = rate.energy_ratio_at(record.start_unix_ns)
+                energy_pico = div_round_half_even(energy_uj * energy_num, energy_den)
         else:
             energy_uj, energy, energy_pico = 0, None, 0
         compute_pico = div_round_half_even(
             record.cpu_time_ns * rate.cpu_num + record.gpu_time_ns * rate.gpu_num, rate.compute_den
         )
-        cost_pico = compute_pico + energy_pico
+        model_rate = rate.models.get(record.model) or rate.default_model
+        token_pico = div_round_half_even(
+            record.input_tokens * model_rate.input_num + record.output_tokens * model_rate.output_num,
+            model_rate.token_den,
+        )
+        request_pico = div_round_half_even(record.count * model_rate.request_num, model_rate.request_den)
+        cost_pico = compute_pico + energy_pico + token_pico + request_pico
         if cost_pico > INT64_MAX or energy_uj > INT64_MAX:
-            field = _costliest_field(record, rate, energy_uj, energy_pico)
+            field = _costliest_field(record, rate, energy_uj, energy_pico, token_pico, request_pico)
             raise InvalidRecord(field, "prices beyond what one record can cost (2^63 picos)", seq=record.seq)
         memory = record.memory
         append((
@@ -104,19 +114,28 @@ def priced_rows(
             memory.peak_gpu_memory_bytes if memory else None,
             memory.model_resident_bytes if memory else None,
             received_unix_ns, profile, site, rate.price_book_id, rate.cpu_cores,
-            compute_pico, energy_pico, cost_pico, cost_pico, rate.note,
+            compute_pico, energy_pico, token_pico, request_pico, cost_pico, cost_pico, rate.note,
         ))
     return rows
 
 
-def _costliest_field(record: UsageRecord, rate: DeviceRate, energy_uj: int, energy_pico: int) -> str:
+def _costliest_field(
+    record: UsageRecord, rate: DeviceRate, energy_uj: int, energy_pico: int, token_pico: int, request_pico: int
+) -> str:
     """The field whose cost is the largest part of a record's (to name it in an error)."""
     if energy_uj > INT64_MAX:
         return "energy"
-    # In units of 1 / compute_den picos, so the three parts compare exactly.
+    # In units of 1 / compute_den picos, so the parts compare exactly (rounded ones aside).
+    model_rate = rate.models.get(record.model) or rate.default_model
+    tokens = {
+        "input_tokens": record.input_tokens * model_rate.input_num,
+        "output_tokens": record.output_tokens * model_rate.output_num,
+    }
     parts = {
         "cpu_time_ns": record.cpu_time_ns * rate.cpu_num,
         "gpu_time_ns": record.gpu_time_ns * rate.gpu_num,
         "energy": energy_pico * rate.compute_den,
+        max(tokens, key=tokens.__getitem__): token_pico * rate.compute_den,
+        "count": request_pico * rate.compute_den,
     }
     return max(parts, key=parts.__getitem__)

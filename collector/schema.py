@@ -131,7 +131,10 @@ records = sa.Table(
     sa.Column("price_cpu_cores", sa.Integer, nullable=False),
     sa.Column("compute_cost_pico", sa.BigInteger, nullable=False),
     sa.Column("energy_cost_pico", sa.BigInteger, nullable=False),
-    # Effective cost (compute + energy) and list cost; equal until discounts exist.
+    # The model's token prices (input and output per 1M tokens) and its fee per request.
+    sa.Column("token_cost_pico", sa.BigInteger, nullable=False),
+    sa.Column("request_cost_pico", sa.BigInteger, nullable=False),
+    # Effective cost (compute + energy + tokens + requests) and list cost; equal until discounts exist.
     sa.Column("cost_pico", sa.BigInteger, nullable=False),
     sa.Column("list_cost_pico", sa.BigInteger, nullable=False),
     # "" when the device's own book entries priced it; otherwise which defaults stood in.
@@ -143,7 +146,10 @@ records = sa.Table(
 # transaction, so the roll-ups always equal the sums of the stored records; migration 0003
 # filled them from the records stored before.
 ROLLUP_SPLIT = 1_000_000
-ROLLUP_SUMS = ("count", "cost_pico", "compute_cost_pico", "energy_cost_pico", "energy_uj", "duration_ns", "cpu_time_ns")
+ROLLUP_SUMS = (
+    "count", "cost_pico", "compute_cost_pico", "energy_cost_pico", "energy_uj", "duration_ns", "cpu_time_ns",
+    "token_cost_pico", "request_cost_pico",  # since migration 0004
+)
 cost_rollups = sa.Table(
     "cost_rollups",
     metadata,

@@ -38,6 +38,7 @@ from collector.database import (
     transaction,
 )
 from collector.pricebook import NAME_PATTERN
+from collector.pricing import device_rate, explain_cost
 from collector.reports import (
     CostGroup,
     CostQuery,
@@ -47,12 +48,26 @@ from collector.reports import (
 )
 from collector.rollups import add_to_rollups
 from collector.rows import RECORD_COLUMNS, priced_rows
-from collector.schema import device_rotations, device_tokens, devices
+from collector.schema import device_rotations, device_tokens, devices, price_books
 from collector.schema import records as records_table
 
 __all__ = [
-    "AdminAuth", "AdminTokenRow", "CostGroup", "CostReport", "DeviceAuth", "DeviceInfo", "DeviceRow", "IngestResult",
-    "DEVICE_NAME_RULE", "NewAdminToken", "NewDevice", "PriceBookRow", "RotationRefused", "Store", "StoreNotFound", "StoreUnavailable",
+    "DEVICE_NAME_RULE",
+    "AdminAuth",
+    "AdminTokenRow",
+    "CostGroup",
+    "CostReport",
+    "DeviceAuth",
+    "DeviceInfo",
+    "DeviceRow",
+    "IngestResult",
+    "NewAdminToken",
+    "NewDevice",
+    "PriceBookRow",
+    "RotationRefused",
+    "Store",
+    "StoreNotFound",
+    "StoreUnavailable",
 ]
 
 MAX_STREAM_ID_CHARS = 128
@@ -358,6 +373,56 @@ class Store:
     def list_price_books(self) -> list[PriceBookRow]:
         with transaction(self.engine) as connection:
             return self._books.list(connection)
+
+    def explain_record(self, stream_id: str, seq: int, *, device: str | None = None) -> dict:
+        """How the stored record `seq` of stream `stream_id` was priced (collector.pricing.
+        explain_cost, with the record and its price book). `device` (a name or id) picks one
+        when streams of two devices share the id. LookupError when no record, or more than one,
+        matches."""
+        query = (
+            sa.select(records_table, devices.c.name.label("device_name"))
+            .join(devices, devices.c.device_id == records_table.c.device_id)
+            .where(records_table.c.stream_id == stream_id, records_table.c.seq == seq)
+        )
+        if device is not None:
+            query = query.where(sa.or_(devices.c.name == device, devices.c.device_id == device))
+        with transaction(self.engine) as connection:
+            rows = connection.execute(query.limit(2)).all()
+            if len(rows) != 1:
+                where = f" of device {device!r}" if device is not None else ""
+                if not rows:
+                    raise LookupError(f"no record {stream_id}:{seq}{where}")
+                raise LookupError(f"records {stream_id}:{seq} of more than one device: name one with --device")
+            row = rows[0]
+            book = self._books.parsed(connection, row.price_book_id)
+            book_row = connection.execute(
+                sa.select(price_books.c.effective_from_unix_ns).where(price_books.c.id == row.price_book_id)
+            ).one()
+        rate = device_rate(
+            book, row.price_book_id, profile=row.profile, site=row.site, reported_cpu_cores=row.price_cpu_cores
+        )
+        explanation = explain_cost(
+            book, rate, cpu_time_ns=row.cpu_time_ns, gpu_time_ns=row.gpu_time_ns, energy_uj=row.energy_uj,
+            start_unix_ns=row.start_unix_ns, model=row.model, input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens, count=row.count,
+        )
+        stored = {
+            "compute": row.compute_cost_pico, "energy": row.energy_cost_pico, "tokens": row.token_cost_pico,
+            "requests": row.request_cost_pico, "total": row.cost_pico,
+        }
+        return {
+            "record": {
+                "device": row.device_name, "device_id": row.device_id, "stream_id": row.stream_id, "seq": row.seq,
+                "model": row.model, "model_version": row.model_version, "start_unix_ns": row.start_unix_ns,
+                "profile": row.profile, "site": row.site,
+            },
+            "currency": book.currency,
+            "price_book": {"id": row.price_book_id, "effective_from_unix_ns": book_row.effective_from_unix_ns},
+            **explanation,
+            "note": row.pricing_note,
+            # The stored costs were made at ingest; the derivation above repeats it exactly.
+            "matches_stored": all(explanation[name]["picos"] == picos for name, picos in stored.items()),
+        }
 
     def costs(
         self,

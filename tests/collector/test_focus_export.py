@@ -155,7 +155,8 @@ def test_rows_are_per_hour_device_model_version_kind_tags_and_price(capsys, tmp_
     assert search["x_EnergyJoules"] == "0.140000"  # 5,000 + 5,000 + 40,000 + 90,000 µJ
     assert search["x_GpuTimeSeconds"] == "0.000900000"
     for row in rows:
-        assert Decimal(row["x_ComputeCost"]) + Decimal(row["x_EnergyCost"]) == Decimal(row["BilledCost"])
+        parts = ("x_ComputeCost", "x_EnergyCost", "x_TokenCost", "x_RequestCost")
+        assert sum(Decimal(row[name]) for name in parts) == Decimal(row["BilledCost"])
         assert row["BilledCost"] == row["EffectiveCost"] == row["ContractedCost"] == row["ListCost"]
         assert len(row["BilledCost"].partition(".")[2]) == 12  # picos, never exponents
         assert (row["ChargeCategory"], row["ChargeFrequency"], row["ChargeClass"]) == ("Usage", "Usage-Based", "")

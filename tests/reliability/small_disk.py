@@ -4,6 +4,7 @@ tests do not have it, they are skipped with that reason."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -26,12 +27,19 @@ class SmallDisk:
         self._mount("-o", f"remount,size={size_bytes}", str(self.path))
 
     def fill(self, leave_bytes: int = 0) -> Path:
-        """Take the free space but leave_bytes with a ballast file; its path."""
+        """Take the free space but about leave_bytes with a ballast file, a MiB at a time (others
+        may be writing meanwhile: a write that finds the disk full ends it, and leave_bytes of the
+        ballast are given back); its path."""
         ballast = self.path / "ballast"
-        free = shutil.disk_usage(self.path).free
-        with open(ballast, "wb") as out:
-            out.truncate(0)
-            out.write(b"\0" * max(free - leave_bytes, 0))
+        chunk = b"\0" * (1024 * 1024)
+        with open(ballast, "wb", buffering=0) as out:
+            try:
+                while (free := self.free_bytes()) > leave_bytes:
+                    out.write(chunk[: free - leave_bytes])
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                out.truncate(max(out.tell() - leave_bytes, 0))
         return ballast
 
     def free_bytes(self) -> int:
