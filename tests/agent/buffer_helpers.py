@@ -4,17 +4,9 @@ disk full)."""
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
 import sqlite3
-import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable, Iterable
 
 from agent.buffer import Buffer, is_full, row_from_record
 from agent.record import EnergyShare, Kind, Status, UsageRecord
@@ -85,31 +77,3 @@ def db_and_wal_bytes(buffer: Buffer) -> int:
     return buffer.usage().file_bytes
 
 
-@contextmanager
-def small_disk(directory: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of size ("2m") mounted at directory for the block. Mounting takes root and
-    mount(8): where they are missing, the test is skipped."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount(8)")
-    directory.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        # Lazily: a process the test started may still hold a file there.
-        subprocess.run(["umount", "-l", str(directory)], check=False, capture_output=True)
-
-
-def fill_disk(path: Path) -> None:
-    """Write zeros to path until its file system has no room left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(65536))
-    except OSError as err:
-        assert err.errno == errno.ENOSPC, err
-    finally:
-        os.close(fd)

@@ -20,11 +20,10 @@ from tests.agent.buffer_helpers import (
     all_records,
     append,
     fill,
-    fill_disk,
     make_record,
-    small_disk,
     totals,
 )
+from tests.small_disk import fill_disk, small_disk
 
 CAP = 256 * 1024
 # Compaction at any fill, all the way, with no dropping: to look at what roll-ups are made of.

@@ -22,11 +22,10 @@ from tests.agent.buffer_helpers import (
     all_records,
     append,
     fill,
-    fill_disk,
     make_record,
-    small_disk,
 )
 from tests.agent.test_buffer_state_machine import ModelCollector, sums
+from tests.small_disk import fill_disk, small_disk
 
 CAP = 256 * 1024
 MAX_QUEUE = 50

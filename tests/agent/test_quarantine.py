@@ -22,10 +22,9 @@ from agent.wal_check import FRAME_HEADER_BYTES, HEADER_BYTES
 from tests.agent.buffer_helpers import (
     all_records,
     append,
-    fill_disk,
     make_record,
-    small_disk,
 )
+from tests.small_disk import fill_disk, small_disk
 
 
 def make_buffer(path: Path, records: int) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import calendar
 import json
-import secrets
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.record import MIN_START_UNIX_NS, EnergyShare, Kind, Status, UsageRecord  # noqa: E402
 from collector.store import DeviceInfo, Store  # noqa: E402
+from tests.collector.databases import fresh_postgres_database  # noqa: E402
 
 MONTH_START_NS = calendar.timegm((2026, 11, 1, 0, 0, 0)) * 10**9
 DAY_NS = 86_400 * 10**9
@@ -89,19 +89,8 @@ def database(dialect: str, workdir: Path, postgres_server: str) -> Iterator[str]
     if dialect == "sqlite":
         yield f"sqlite:///{workdir / 'collector.db'}"
         return
-    name = f"infermeter_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(f"{postgres_server.replace('postgresql://', 'postgresql+psycopg://')}/postgres",
-                             isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{postgres_server}/{name}"
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with fresh_postgres_database(postgres_server, prefix="infermeter_bench") as url:
+        yield url
 
 
 def fill(store: Store, *, records: int, devices: int, days: int, batch: int, progress: Callable[[str], None]) -> dict:

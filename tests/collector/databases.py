@@ -41,19 +41,19 @@ def require_postgres() -> None:
 
 
 @contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """The URL of a new, empty database with a random name; dropped on exit, even while
-    connections to it are still open."""
-    name = f"infermeter_test_{secrets.token_hex(6)}"
+def fresh_postgres_database(server_url: str = POSTGRES_SERVER_URL, *, prefix: str = "infermeter_test") -> Iterator[str]:
+    """The URL of a new, empty database with a random name on the server at server_url
+    (postgresql://USER@HOST:PORT); dropped on exit, even while connections to it are still open."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
     # CREATE / DROP DATABASE cannot run inside a transaction.
     admin = sa.create_engine(
-        f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/postgres", isolation_level="AUTOCOMMIT"
+        f"{server_url.replace('postgresql://', 'postgresql+psycopg://', 1)}/postgres", isolation_level="AUTOCOMMIT"
     )
     try:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
         try:
-            yield f"{POSTGRES_SERVER_URL}/{name}"
+            yield f"{server_url}/{name}"
         finally:
             with admin.connect() as connection:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,7 +10,6 @@ import pytest
 from collector.demo.model import MODEL_PATH
 from tests.integration.deployment import Deployment
 from tests.reliability.proxy import Proxy
-from tests.reliability.small_disk import SmallDisk, small_disk_or_skip
 from tests.reliability.stream import Producer
 
 
@@ -67,18 +66,3 @@ def produce(session):
     yield make
     for producer in made:
         producer.abandon()
-
-
-@pytest.fixture
-def small_disks(tmp_path):
-    """make(name, size_bytes) -> a SmallDisk mounted in the test's folder (skips where that
-    cannot be done); every one is unmounted afterwards."""
-    made: list[SmallDisk] = []
-
-    def make(name: str, size_bytes: int) -> SmallDisk:
-        made.append(small_disk_or_skip(tmp_path / name, size_bytes))
-        return made[-1]
-
-    yield make
-    for disk in made:
-        disk.unmount()

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from tests.reliability.stream import check_exactly_once, wait_until_delivered
+from tests.small_disk import fill_disk, small_disk
 
 pytestmark = pytest.mark.timeout(240)
 
-MB = 1024 * 1024
 
 
 def wait_until(condition, what: str, timeout_s: float = 60) -> None:
@@ -26,16 +26,20 @@ def wait_until(condition, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_a_full_collector_disk_is_retried_and_loses_nothing(small_disks, deployments, produce):
-    disk = small_disks("collector-disk", 64 * MB)
-    deployment = deployments(collector_dir=disk.path, energy=False)
+def test_a_full_collector_disk_is_retried_and_loses_nothing(tmp_path, deployments, produce):
+    with small_disk(tmp_path / "collector-disk", "64m") as disk:
+        check_a_full_collector_disk(disk, deployments, produce)
+
+
+def check_a_full_collector_disk(disk, deployments, produce) -> None:
+    deployment = deployments(collector_dir=disk, energy=False)
     deployment.start_collector()
     deployment.start_agent()
     producer = produce(deployment, rate_per_s=1000)
     producer.wait_until_committed(1000)
     wait_until(lambda: deployment.stored_count() > 0, "the first records stored")
 
-    disk.fill(leave_bytes=64 * 1024)  # the database and its WAL cannot grow much more
+    fill_disk(disk / "ballast", leave_bytes=64 * 1024)  # the database and its WAL cannot grow much more
     stored = deployment.stored_count()
     wait_until(lambda: "store unavailable" in collector_log(deployment), "a push refused for a full disk")
     producer.wait_until_committed(producer.committed() + 2000)
@@ -45,7 +49,7 @@ def test_a_full_collector_disk_is_retried_and_loses_nothing(small_disks, deploym
     assert deployment.stored_count() < stored + 2000
     assert deployment.collector.process.poll() is None, "the collector must keep running"
 
-    (disk.path / "ballast").unlink()
+    (disk / "ballast").unlink()
     oracle = producer.stop()
     wait_until_delivered(deployment, len(oracle))
     check_exactly_once(deployment, oracle, cpu_cores=os.cpu_count())
