@@ -29,15 +29,32 @@ HTTP_ROLES: dict[str, str | None] = {
     "openapi": PUBLIC,
     "costs": tokens.VIEWER,
     "devices": tokens.VIEWER,
+    "device": tokens.VIEWER,
+    "add_device": tokens.ADMIN,
     "rotate_device": tokens.ADMIN,
     "revoke_device": tokens.ADMIN,
+    "price_books": tokens.VIEWER,
+    "price_book": tokens.VIEWER,
+    "create_price_book": tokens.ADMIN,
+    "explain_record": tokens.VIEWER,
+    "export_focus": tokens.VIEWER,
+    "reprice": tokens.ADMIN,
+    "prune": tokens.ADMIN,
 }
 # infermeter.v1.Admin methods -> the role they need.
 GRPC_ROLES: dict[str, str] = {
     "ListDevices": tokens.VIEWER,
+    "GetDevice": tokens.VIEWER,
     "GetCosts": tokens.VIEWER,
+    "ListPriceBooks": tokens.VIEWER,
+    "GetPriceBook": tokens.VIEWER,
+    "ExplainRecord": tokens.VIEWER,
+    "AddDevice": tokens.ADMIN,
     "RotateDevice": tokens.ADMIN,
     "RevokeDevice": tokens.ADMIN,
+    "CreatePriceBook": tokens.ADMIN,
+    "Reprice": tokens.ADMIN,
+    "PruneRecords": tokens.ADMIN,
 }
 
 

@@ -42,9 +42,11 @@ class PriceBooks:
         self._rates: dict[tuple[int, str, str, int], DeviceRate] = {}
 
     def schedule(
-        self, connection: sa.Connection, *, profile: str, site: str, reported_cpu_cores: int
+        self, connection: sa.Connection, *, profile: str, site: str, reported_cpu_cores: int,
+        index: list[tuple[int, int, str]] | None = None,
     ) -> RateSchedule:
-        index = _index(connection)
+        """The device's rate under each book; `index` (from index()) saves reading it again."""
+        index = self.index(connection) if index is None else index
         self._load(connection, [book_id for book_id, _, _ in index])
         effective: dict[int, DeviceRate] = {}
         for book_id, effective_from, _ in index:  # oldest first: a newer book of the same date wins
@@ -58,6 +60,21 @@ class PriceBooks:
                 )
             effective[effective_from] = rate
         return RateSchedule(sorted(effective.items()))
+
+    @staticmethod
+    def index(connection: sa.Connection) -> list[tuple[int, int, str]]:
+        """(id, effective_from, currency) of the books in the collector's currency, oldest first."""
+        return _index(connection)
+
+    def in_force(
+        self, connection: sa.Connection, index: list[tuple[int, int, str]] | None = None
+    ) -> list[tuple[int, PriceBook]]:
+        """(effective from, book) of the books that price records, oldest first; of two books
+        effective from the same time, the newer."""
+        index = self.index(connection) if index is None else index
+        self._load(connection, [book_id for book_id, _, _ in index])
+        effective = {effective_from: self._parsed[book_id] for book_id, effective_from, _ in index}
+        return sorted(effective.items(), key=lambda item: item[0])
 
     def currency(self, connection: sa.Connection) -> str:
         return connection.execute(

@@ -131,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CommandError("--tls-cert and --tls-key go together", 2)
     tls = ServerTls.load(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    return serve(args.db, args.grpc, args.http, args.ready_file, tls)
+    return serve(args.db, args.grpc, args.http, args.ready_file, tls, retain_raw_days=args.retain_raw_days)
 
 
 # admin device
@@ -311,6 +311,72 @@ def _pricebook_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command
+def _pricebook_show(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        books = [book for book in store.list_price_books() if book.id == args.id]
+    if not books:
+        raise CommandError(f"no price book {args.id} (see: infermeter admin pricebook list)", 2)
+    (book,) = books
+    if args.json:  # the HTTP API's GET /api/v1/pricebooks/{id}
+        _print_json({
+            "id": book.id, "effective_from_unix_ns": book.effective_from_unix_ns, "currency": book.currency,
+            "created_unix_ns": book.created_unix_ns, "document": book.document,
+        })
+        return 0
+    print(f"price book {book.id}, effective from {_utc(book.effective_from_unix_ns)} UTC, {book.currency}, "
+          f"added {_utc(book.created_unix_ns)} UTC")
+    print(json.dumps(book.document, indent=2))
+    return 0
+
+
+def _book_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a price book id (see: infermeter admin pricebook list)")
+    return int(text)
+
+
+# admin prune, admin reprice
+
+
+@_command
+def _prune(args: argparse.Namespace) -> int:
+    from collector.rollups import HOUR_NS
+
+    with _open_store(args, create=False) as store:
+        result = store.prune_records(before_unix_ns=args.before)
+    if args.json:
+        _print_json({"records": result.records, "before_unix_ns": result.before_unix_ns})
+        return 0
+    requested = args.before - args.before % HOUR_NS
+    note = "" if result.before_unix_ns == requested else f" (the cutoff was already past {_utc(requested)}: it never moves back)"
+    print(f"pruned {result.records} raw records that started before {_utc(result.before_unix_ns)} UTC{note}; "
+          "their hourly roll-ups keep the sums for reports over whole hours")
+    return 0
+
+
+@_command
+def _reprice(args: argparse.Namespace) -> int:
+    from collector.pricing import decimal_text, picos_to_decimal
+
+    with _open_store(args, create=False) as store:
+        print("re-pricing stored records with the price books in force now ...", file=sys.stderr, flush=True)
+        try:
+            result = store.reprice(since_unix_ns=args.since, until_unix_ns=args.until, device=args.device)
+        except LookupError as err:
+            raise CommandError(f"{err.args[0]} (see: infermeter admin device list)", 2) from None
+    old, new = picos_to_decimal(result.old_cost_pico), picos_to_decimal(result.new_cost_pico)
+    if args.json:
+        _print_json({
+            "records": result.records, "changed": result.changed, "old_cost": decimal_text(old),
+            "new_cost": decimal_text(new), "currency": result.currency,
+        })
+        return 0
+    print(f"re-priced {result.records} records, {result.changed} of them changed: {_money(str(old))} -> "
+          f"{_money(str(new))} {result.currency} (difference {_money(str(new - old))})")
+    return 0
+
+
 # report costs
 
 
@@ -319,7 +385,7 @@ def _report_costs(args: argparse.Namespace) -> int:
     with _open_store(args, create=False) as store:
         report = store.costs(
             group_by=args.group_by, since_unix_ns=args.since, until_unix_ns=args.until,
-            granularity=args.granularity, top=args.top,
+            granularity=args.granularity, top=args.top, period_costs=not args.usage_only,
         ).to_json()
     if args.json:
         _print_json(report)
@@ -334,25 +400,26 @@ def format_cost_report(report: dict) -> str:
     groups = report["groups"]
     granularity = report.get("granularity")
     period_columns = ("period",) if granularity else ()
+    discounts = Decimal(report["discount"]) != 0
     rows = [
-        (*_period_cells(group, granularity), *_key_cells(group, len(keys)), *_cost_cells(group))
+        (*_period_cells(group, granularity), *_key_cells(group, len(keys)), *_cost_cells(group, discounts))
         for group in (groups if keys or granularity else ())
     ]
     totals = {
-        "inferences": report["total_inferences"], "cost": report["total_cost"],
-        "compute_cost": str(sum((Decimal(group["compute_cost"]) for group in groups), Decimal(0))),
-        "energy_cost": str(sum((Decimal(group["energy_cost"]) for group in groups), Decimal(0))),
+        "inferences": report["total_inferences"], "cost": report["usage_cost"], "discount": report["discount"],
+        "idle_cost": report["idle_cost"], "fixed_cost": report["fixed_cost"], "total_cost": report["total_cost"],
         "energy_uj": sum(group["energy_uj"] for group in groups),
     }
     label_columns = (*period_columns, *keys) or ("",)
-    rows.append(("total", *[""] * (len(label_columns) - 1), *_cost_cells(totals)))
-    header = (*label_columns, "inferences", "cost", "compute", "energy", "energy Wh", "per 1k inferences")
+    rows.append(("total", *[""] * (len(label_columns) - 1), *_cost_cells(totals, discounts)))
+    header = (*label_columns, "inferences", "usage", *(("discount",) if discounts else ()), "idle", "fixed", "total",
+              "energy Wh", "total per 1k")
     table = _table(header, rows, right=tuple(range(len(label_columns), len(header))))
     notes = f"{report['total_records']} records; amounts in {report['currency']} (--json for every digit)"
     if granularity:
         notes += f"; periods are UTC {granularity}s"
     if any("" in group["key"] for group in groups):
-        notes += "; - is no value: idle energy has no model, and a record may lack a tag"
+        notes += "; - is no value: a record may lack a tag"
     if any(group.get("other") for group in groups):
         notes += f"; (other) sums the groups beyond the top {report['top']}"
     return f"{table}\n{notes}"
@@ -375,11 +442,12 @@ def _key_cells(group: dict, keys: int) -> tuple[str, ...]:
     return tuple(value or "-" for value in group["key"])
 
 
-def _cost_cells(group: dict) -> tuple[str, ...]:
+def _cost_cells(group: dict, discounts: bool) -> tuple[str, ...]:
     inferences = group["inferences"]
-    per_1k = _money(str(Decimal(group["cost"]) * 1000 / inferences)) if inferences else "-"
+    per_1k = _money(str(Decimal(group["total_cost"]) * 1000 / inferences)) if inferences else "-"
     return (
-        str(inferences), _money(group["cost"]), _money(group["compute_cost"]), _money(group["energy_cost"]),
+        str(inferences), _money(group["cost"]), *((_money(group["discount"]),) if discounts else ()),
+        _money(group["idle_cost"]), _money(group["fixed_cost"]), _money(group["total_cost"]),
         _wh(group["energy_uj"]), per_1k,
     )
 
@@ -445,8 +513,17 @@ def format_explanation(explanation: dict) -> str:
         f"         exact {tokens['exact_picos']} picos -> {tokens['picos']} picos = {tokens['cost']}",
         (f"requests {requests['count']} x {requests['request']}: exact {requests['exact_picos']} picos -> "
          f"{requests['picos']} picos = {requests['cost']}"),
-        f"total    {total['picos']} picos = {total['cost']} {currency}",
+        f"total    {total['picos']} picos = {total['cost']} {currency} (list cost)",
     ]
+    discount = explanation.get("discount")
+    if discount:
+        tiers = ", ".join(f"{tier['percent_off']} % from {tier['from']}" for tier in discount["tiers"])
+        lines += [
+            (f"discount {discount['discount']} ({tiers}): {discount['month'][:7]} list spend "
+             f"{discount['month_list_spend']} {currency} so far"),
+            (f"         effective share {discount['effective_share']}: exact {discount['effective_exact_picos']} "
+             "picos (reports share the month's discount over its usage in whole picos)"),
+        ]
     if explanation["note"]:
         lines.append(f"note: {explanation['note']}")
     if not explanation["matches_stored"]:
@@ -498,6 +575,12 @@ def _time_ns(text: str) -> int:
 def _top(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1000000")
+    return int(text)
+
+
+def _days(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days, at least 1")
     return int(text)
 
 
@@ -566,6 +649,9 @@ def _register_collector(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--tls-client-ca", type=Path, metavar="FILE",
                        help="PEM CA certificates: gRPC clients must present a certificate they signed (mutual TLS)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--retain-raw-days", type=_days, metavar="N",
+                       help="delete raw records older than N days (at least 1), at start and hourly; their hourly "
+                       "roll-ups stay (default: keep raw records forever)")
 
 
 def _register_admin(subparsers: argparse._SubParsersAction) -> None:
@@ -629,7 +715,7 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
     )
     revoke.add_argument("token", help="the token's id, or its name if no other token has it")
 
-    pricebook = _group(admin, "pricebook", help="add and list price books", dest="pricebook_command")
+    pricebook = _group(admin, "pricebook", help="add, list and show price books", dest="pricebook_command")
     add = _leaf(
         pricebook, "add", _pricebook_add,
         help="add a price book version",
@@ -644,6 +730,34 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
                      help=f"when the book takes effect: {TIME_FORMS}")
     _leaf(pricebook, "list", _pricebook_list, help="list price book versions",
           epilog="examples:\n  infermeter admin pricebook list\n  infermeter admin pricebook list --json")
+    show = _leaf(pricebook, "show", _pricebook_show, help="show a price book version and its document",
+                 epilog="examples:\n  infermeter admin pricebook show 1\n  infermeter admin pricebook show 2 --json")
+    show.add_argument("id", type=_book_id, metavar="ID", help="the version's id (infermeter admin pricebook list)")
+
+    prune = _leaf(
+        admin, "prune", _prune,
+        help="delete raw records older than a time, keeping their hourly roll-ups",
+        description="Delete the raw records that started before TIME rounded down to a whole UTC hour. "
+        "The hourly roll-ups stay, so reports over whole hours are unchanged; reports of partial hours, "
+        "explanations, re-pricing and the FOCUS export before the cutoff are refused from then on. The "
+        "cutoff is remembered and never moves back; the raw records of the last day are always kept.",
+        epilog="examples:\n  infermeter admin prune --before 2026-01-01\n  infermeter admin prune --before 2026-10-01T00:00:00Z --json",
+    )
+    prune.add_argument("--before", type=_time_ns, required=True, metavar="TIME",
+                       help=f"delete raw records that started before this hour: {TIME_FORMS}")
+    reprice = _leaf(
+        admin, "reprice", _reprice,
+        help="price stored records again with the price books in force now",
+        description="Re-price the stored records whose start is in [since, until) with the price books in "
+        "force now (after adding a corrected book effective from an earlier date), updating their costs "
+        "and the hourly roll-ups. Running it again changes nothing. Records before the retention "
+        "cutoff were pruned and cannot be re-priced; an open --since starts at the cutoff.",
+        epilog="examples:\n  infermeter admin reprice --since 2026-11-01 --until 2026-12-01\n"
+        "  infermeter admin reprice --device edge-01 --json",
+    )
+    reprice.add_argument("--since", type=_time_ns, metavar="TIME", help=f"start of the range (inclusive): {TIME_FORMS}")
+    reprice.add_argument("--until", type=_time_ns, metavar="TIME", help=f"end of the range (exclusive): {TIME_FORMS}")
+    reprice.add_argument("--device", metavar="DEVICE", help="only this device's records (its name or id)")
 
 
 def _register_report(subparsers: argparse._SubParsersAction) -> None:
@@ -654,6 +768,9 @@ def _register_report(subparsers: argparse._SubParsersAction) -> None:
         description="Cost of the metered work, grouped by any of: model, version, device, site, "
         "runtime, tag:KEY, and by UTC hour, day or month with --granularity. The time range is "
         "half-open [since, until) on the records' start. "
+        "Besides what the records used (usage, after volume discounts), each group carries its share "
+        "of idle capacity and of monthly fixed costs, as the price book's idle policy says; groups "
+        "named (idle) or (fixed) hold what no usage took. "
         "The table rounds for reading; --json prints the HTTP API's /api/v1/costs object, "
         "with exact decimal strings.",
         epilog="examples:\n"
@@ -687,3 +804,6 @@ def _register_report(subparsers: argparse._SubParsersAction) -> None:
     costs.add_argument("--top", type=_top, metavar="N",
                        help="only the N groups that cost most over the range, and one (other) row per period "
                        "for the rest, so totals still add up")
+    costs.add_argument("--usage-only", action="store_true",
+                       help="the records' own costs at list prices alone: no idle capacity, monthly fixed "
+                       "costs or volume discounts")

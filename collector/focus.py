@@ -18,7 +18,7 @@ exponent is the column's scale, so CSV text and Parquet decimal128 are exact.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -26,6 +26,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from agent.record import Kind
+from collector.charges import FIXED_LABEL, IDLE_LABEL
+from collector.reports import CostGroup
 from collector.schema import devices, records
 
 FOCUS_VERSION = "1.2"
@@ -48,6 +50,10 @@ _SUMMED = (
     "gpu_time_ns", "token_cost_pico", "request_cost_pico",
 )
 _KEY = ("hour", "device_id", "model", "model_version", "kind", "site", "profile", "price_book_id")
+# Records of idle energy are priced in the idle rows (period_rows), with the idle capacity.
+_NOT_IDLE = records.c.kind != int(Kind.IDLE)
+# The report that the period rows project: per UTC day, by what FOCUS rows name.
+PERIOD_GROUP_BY = ("device", "site", "model", "version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ COLUMNS = _columns(
     ("x_ModelVersion", STRING),
     ("x_Device", STRING),
     ("x_RecordKind", STRING),
+    ("x_CostKind", STRING),
     ("x_Inferences", INTEGER),
     ("x_Records", INTEGER),
     ("x_ComputeCost", DECIMAL, MONEY_SCALE),
@@ -209,7 +216,7 @@ def _totals(since_unix_ns: int | None, until_unix_ns: int | None) -> sa.Select:
     for name in _SUMMED:
         column = records.c[name]
         sums += [sa.func.sum(column // _SPLIT).label(f"{name}_hi"), sa.func.sum(column % _SPLIT).label(f"{name}_lo")]
-    query = sa.select(*keys, sa.func.count().label("records"), *sums).select_from(records)
+    query = sa.select(*keys, sa.func.count().label("records"), *sums).select_from(records).where(_NOT_IDLE)
     return _in_range(query, since_unix_ns, until_unix_ns).group_by(*keys)
 
 
@@ -224,7 +231,7 @@ def _energy_methods(dialect: str, since_unix_ns: int | None, until_unix_ns: int 
     query = (
         sa.select(*_keys(), sensor.label("sensor"), method.label("method"))
         .select_from(records, shares)
-        .where(records.c.energy.is_not(None))
+        .where(records.c.energy.is_not(None), _NOT_IDLE)
         .distinct()
     )
     return _in_range(query, since_unix_ns, until_unix_ns)
@@ -266,50 +273,30 @@ def canonical_tags(text: str) -> str:
 def focus_row(group: ChargeGroup, scope: ExportScope) -> tuple:
     """The row's values in COLUMNS order; the columns not named here are null (no zones,
     commitment discounts, sub-accounts or unit prices: see README, FOCUS export)."""
-    hour_start = group.hour_start_unix_ns
-    charge_start, charge_end = hour_start, hour_start + NS_PER_HOUR
-    if scope.since_unix_ns is not None:
-        charge_start = max(charge_start, scope.since_unix_ns)
-    if scope.until_unix_ns is not None:
-        charge_end = min(charge_end, scope.until_unix_ns)
-    billing_start, billing_end = month_of(hour_start)
     _, device_id, model, version, kind, site, profile, book_id = group.key
     sums = group.sums
     cost = picos(sums["cost_pico"])
     inferences = Decimal(sums["count"])
     values = {
+        **_parties_and_periods(scope, group.hour_start_unix_ns, NS_PER_HOUR),
         "BilledCost": cost,
-        "BillingAccountId": scope.org,
-        "BillingAccountName": scope.org,
-        "BillingAccountType": BILLING_ACCOUNT_TYPE,
-        "BillingCurrency": scope.currency,
-        "BillingPeriodEnd": billing_end,
-        "BillingPeriodStart": billing_start,
         "ChargeCategory": "Usage",
         "ChargeDescription": charge_description(kind, model, version, group.device_name),
         "ChargeFrequency": "Usage-Based",
-        "ChargePeriodEnd": charge_end,
-        "ChargePeriodStart": charge_start,
         "ConsumedQuantity": inferences,
         "ConsumedUnit": CONSUMED_UNIT,
         # No negotiated or commitment discounts yet: what was charged is the contracted cost.
         "ContractedCost": cost,
         "EffectiveCost": cost,
-        "InvoiceIssuerName": scope.org,
         "ListCost": picos(sums["list_cost_pico"]),
         "PricingCategory": "Standard",
         "PricingQuantity": inferences,
         "PricingUnit": CONSUMED_UNIT,
-        "ProviderName": scope.org,
-        "PublisherName": scope.org,
         "RegionId": site,
         "RegionName": site,
         "ResourceId": device_id,
         "ResourceName": group.device_name,
         "ResourceType": RESOURCE_TYPE,
-        "ServiceCategory": SERVICE_CATEGORY,
-        "ServiceName": SERVICE_NAME,
-        "ServiceSubcategory": SERVICE_SUBCATEGORY,
         "SkuId": f"{profile}/{site}",
         "SkuPriceId": f"{book_id}/{profile}/{site}",
         "Tags": group.tags,
@@ -317,6 +304,7 @@ def focus_row(group: ChargeGroup, scope: ExportScope) -> tuple:
         "x_ModelVersion": version,
         "x_Device": group.device_name,
         "x_RecordKind": kind_name(kind),
+        "x_CostKind": "usage",
         "x_Inferences": sums["count"],
         "x_Records": group.records,
         "x_ComputeCost": picos(sums["compute_cost_pico"]),
@@ -329,6 +317,91 @@ def focus_row(group: ChargeGroup, scope: ExportScope) -> tuple:
         "x_GpuTimeSeconds": Decimal(f"{sums['gpu_time_ns']}e-9"),
     }
     return tuple(values.get(name) for name in COLUMN_NAMES)
+
+
+_PERIOD_COSTS = (
+    # (cost kind, the CostGroup field, ChargeCategory, ChargeFrequency, sign)
+    ("idle", "idle_cost", "Usage", "Usage-Based", 1),
+    ("fixed", "fixed_cost", "Purchase", "Recurring", 1),
+    ("discount", "discount", "Credit", "Usage-Based", -1),
+)
+
+
+def period_rows(group: CostGroup, scope: ExportScope, device_ids: Mapping[str, str]) -> Iterator[tuple]:
+    """The rows of a day's period costs (collector.charges) in one group of the PERIOD_GROUP_BY
+    report: idle capacity and idle energy, monthly fixed costs, volume discounts (a credit:
+    negative), each a row when not zero. Cells no usage took name "(idle)" or "(fixed)" for
+    what they are not known by."""
+    device, site, model, version = group.key
+    for cost_kind, field_name, category, frequency, sign in _PERIOD_COSTS:
+        amount = sign * getattr(group, field_name)
+        if not amount:
+            continue
+        amount = amount.quantize(Decimal(1).scaleb(-MONEY_SCALE))
+        values = {
+            **_parties_and_periods(scope, group.period_start_unix_ns, 24 * NS_PER_HOUR),
+            "BilledCost": amount,
+            "ChargeCategory": category,
+            "ChargeDescription": period_description(cost_kind, device, model),
+            "ChargeFrequency": frequency,
+            "ContractedCost": amount,
+            "EffectiveCost": amount,
+            # A discount is off the list: its row lists nothing.
+            "ListCost": amount if sign > 0 else picos(0),
+            "RegionId": site,
+            "RegionName": site,
+            "ResourceId": device_ids.get(device),
+            "ResourceName": device if device in device_ids else None,
+            "ResourceType": RESOURCE_TYPE if device in device_ids else None,
+            "SkuId": cost_kind,
+            "SkuPriceId": f"{cost_kind}/{device}/{model}",
+            "Tags": "{}",
+            "x_Model": model,
+            "x_ModelVersion": version,
+            "x_Device": device,
+            "x_CostKind": cost_kind,
+        }
+        if category == "Usage":
+            values |= {"ConsumedQuantity": Decimal(0), "ConsumedUnit": CONSUMED_UNIT, "PricingCategory": "Standard",
+                       "PricingQuantity": Decimal(0), "PricingUnit": CONSUMED_UNIT}
+        yield tuple(values.get(name) for name in COLUMN_NAMES)
+
+
+def period_description(cost_kind: str, device: str, model: str) -> str:
+    on = f"device {device}" if device not in (IDLE_LABEL, FIXED_LABEL) else "the fleet"
+    share = f", the share of model {model}" if model not in (IDLE_LABEL, FIXED_LABEL) else ""
+    if cost_kind == "idle":
+        return f"Idle capacity and idle energy of {on}{share}"
+    if cost_kind == "fixed":
+        return f"Monthly fixed costs of {on}{share}"
+    return f"Volume discount on {on}{share}"
+
+
+def _parties_and_periods(scope: ExportScope, start_unix_ns: int, length_ns: int) -> dict:
+    """The columns every row shares: who bills whom for what service, the billing month, and
+    the charge period [start, start + length) cut to the export's range."""
+    charge_start, charge_end = start_unix_ns, start_unix_ns + length_ns
+    if scope.since_unix_ns is not None:
+        charge_start = max(charge_start, scope.since_unix_ns)
+    if scope.until_unix_ns is not None:
+        charge_end = min(charge_end, scope.until_unix_ns)
+    billing_start, billing_end = month_of(start_unix_ns)
+    return {
+        "BillingAccountId": scope.org,
+        "BillingAccountName": scope.org,
+        "BillingAccountType": BILLING_ACCOUNT_TYPE,
+        "BillingCurrency": scope.currency,
+        "BillingPeriodEnd": billing_end,
+        "BillingPeriodStart": billing_start,
+        "ChargePeriodEnd": charge_end,
+        "ChargePeriodStart": charge_start,
+        "InvoiceIssuerName": scope.org,
+        "ProviderName": scope.org,
+        "PublisherName": scope.org,
+        "ServiceCategory": SERVICE_CATEGORY,
+        "ServiceName": SERVICE_NAME,
+        "ServiceSubcategory": SERVICE_SUBCATEGORY,
+    }
 
 
 def picos(amount_pico: int) -> Decimal:

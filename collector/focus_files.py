@@ -13,8 +13,10 @@ for Decimal columns, so amounts stay exact, timestamp[ns, UTC] for times, int64 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from collector.books import PriceBooks
+from collector.costing import run_report
 from collector.database import transaction
 from collector.focus import (
     COLUMN_NAMES,
@@ -35,14 +38,19 @@ from collector.focus import (
     DEFAULT_ORG,
     FOCUS_VERSION,
     INTEGER,
+    MONEY_SCALE,
+    PERIOD_GROUP_BY,
     Column,
     ExportScope,
     charge_groups,
     charge_query,
     focus_row,
+    period_rows,
     picos,
 )
-from collector.reports import check_range
+from collector.reports import CostQuery, check_range
+from collector.retention import check_raw_range, raw_cutoff
+from collector.schema import devices
 
 FORMATS = ("csv", "parquet")
 PARQUET_BATCH_ROWS = 8_192
@@ -50,6 +58,7 @@ PARQUET_BATCH_ROWS = 8_192
 CHUNK_ROWS = 1_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_ORG_CHARS = 256
+_BILLED = COLUMN_NAMES.index("BilledCost")
 
 
 class RowWriter(Protocol):
@@ -84,8 +93,11 @@ def export_focus(
     org: str = DEFAULT_ORG,
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 10_000,
+    now_unix_ns: int | None = None,
 ) -> ExportSummary:
-    """Write the FOCUS rows of the records whose start is in [since, until) to `path`.
+    """Write the FOCUS rows of the records whose start is in [since, until) to `path`, then the
+    rows of the period costs (idle, fixed, discounts) of the days of the range, as `report
+    costs` counts them until `now_unix_ns` (default: now).
     progress(rows, records) is called every `progress_every` rows (0: never). ValueError for a
     bad range, format or org, before anything is written."""
     check_range(since_unix_ns, until_unix_ns)
@@ -95,18 +107,36 @@ def export_focus(
     open_writer = _parquet_writer if file_format == "parquet" else _csv_writer
     rows = records = billed_pico = 0
     with transaction(engine) as connection:
-        scope = ExportScope(PriceBooks().currency(connection), since_unix_ns, until_unix_ns, org)
+        # The export reads raw records: none may be missing for retention (collector.retention).
+        check_raw_range(raw_cutoff(connection), since_unix_ns, "the FOCUS export")
+        books = PriceBooks()
+        scope = ExportScope(books.currency(connection), since_unix_ns, until_unix_ns, org)
         query = charge_query(connection.dialect.name, since_unix_ns, until_unix_ns)
         result = connection.execute(query.execution_options(yield_per=CHUNK_ROWS))
         with _replacing(path) as temporary, open_writer(temporary) as writer:
-            for group in charge_groups(result):
-                writer.write(focus_row(group, scope))
+            usage = ((focus_row(group, scope), group.records) for group in charge_groups(result))
+            period = ((row, 0) for row in _period_rows(connection, books, scope, now_unix_ns))
+            for row, row_records in itertools.chain(usage, period):
+                writer.write(row)
                 rows += 1
-                records += group.records
-                billed_pico += group.sums["cost_pico"]
+                records += row_records
+                billed_pico += int(row[_BILLED].scaleb(MONEY_SCALE))
                 if progress is not None and progress_every and rows % progress_every == 0:
                     progress(rows, records)
+            # Again after the read, before the file is put in place: a prune may have committed meanwhile.
+            check_raw_range(raw_cutoff(connection), since_unix_ns, "the FOCUS export")
     return ExportSummary(path, file_format, rows, records, scope.currency, picos(billed_pico))
+
+
+def _period_rows(
+    connection: sa.Connection, books: PriceBooks, scope: ExportScope, now_unix_ns: int | None
+) -> Iterator[tuple]:
+    """The rows of the period costs, from the report they project (collector.focus.period_rows)."""
+    query = CostQuery(PERIOD_GROUP_BY, scope.since_unix_ns, scope.until_unix_ns, "day")
+    report = run_report(connection, books, query, now_unix_ns=time.time_ns() if now_unix_ns is None else now_unix_ns)
+    device_ids = dict(connection.execute(sa.select(devices.c.name, devices.c.device_id)).all())
+    for group in report.groups:
+        yield from period_rows(group, scope, device_ids)
 
 
 def check_org(org: str) -> None:

@@ -2,23 +2,26 @@
 
 Every route but /healthz and the OpenAPI document needs `Authorization: Bearer <admin token>`;
 the role each route needs is in collector.auth.HTTP_ROLES (reads: viewer, writes: admin).
-Every error is JSON {"code", "message", "field"}: the middleware turns aiohttp's own 404/405
-and the handlers' ApiErrors into that shape, so bad input gets a 4xx that says what is wrong,
-never a 5xx or an HTML page.
+Every error is JSON {"code", "message", "field"}: the middleware turns aiohttp's own 404/405,
+the handlers' ApiErrors and the shared checks' QueryErrors and Refused (collector.params,
+collector.admin_ops) into that shape, so bad input gets a 4xx that says what is wrong, never a
+5xx or an HTML page. The operations themselves are admin_ops's, which the gRPC Admin service
+calls too: the two surfaces accept, refuse and answer alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from collector import tokens
+from collector import admin_ops, params, tokens
+from collector.admin_ops import Refused
 from collector.auth import HTTP_ROLES, PUBLIC, Denied, authorize_admin
 from collector.params import QueryError, check_range, parse_group_by, parse_time_ns
 from collector.pricebook import NAME_PATTERN
@@ -38,6 +41,10 @@ STORE = web.AppKey("store", Store)
 _OPENAPI = web.AppKey("openapi", bytes)
 # aiohttp's own HTTP errors, by status, as error codes.
 _HTTP_CODES = {413: "too_large", 415: "unsupported_media_type"}
+# admin_ops.Refused kinds -> (status, code).
+_REFUSED = {admin_ops.NOT_FOUND: (404, "not_found"), admin_ops.EXISTS: (409, "conflict")}
+_EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+_EXPORT_CHUNK_BYTES = 1 << 16
 
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="infermeter"'}
@@ -65,6 +72,11 @@ async def json_errors(request: web.Request, handler: Callable) -> web.StreamResp
         return await handler(request)
     except ApiError as err:
         return error_response(err.status, err.code, str(err), err.field, headers=err.headers)
+    except QueryError as err:
+        return error_response(400, err.code, str(err), err.field)
+    except Refused as err:
+        status, code = _REFUSED[err.kind]
+        return error_response(status, code, str(err), err.field)
     except web.HTTPException as err:
         if err.status < 400:
             raise
@@ -122,14 +134,14 @@ async def healthz(request: web.Request) -> web.Response:
     _query(request, ())
     try:
         await asyncio.to_thread(request.app[STORE].list_devices)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - whatever the failure, the collector cannot serve
         logger.warning("health check failed: %s", err)
         return error_response(503, "unavailable", f"the store is not usable: {err}")
     return web.json_response({"status": "ok"})
 
 
 async def costs(request: web.Request) -> web.Response:
-    query = _query(request, ("group_by", "since", "until", "granularity", "top"))
+    query = _query(request, ("group_by", "since", "until", "granularity", "top", "usage_only"))
     try:
         group_by = parse_group_by(query.get("group_by", ""))
         since, until = (
@@ -138,16 +150,25 @@ async def costs(request: web.Request) -> web.Response:
         check_range(since, until)
         granularity = _granularity(query["granularity"]) if "granularity" in query else None
         top = _top(query["top"]) if "top" in query else None
+        usage_only = _flag(query["usage_only"], "usage_only") if "usage_only" in query else False
     except QueryError as err:
         raise ApiError(400, "invalid_parameter", str(err), err.field) from None
     try:
         report = await asyncio.to_thread(
             request.app[STORE].costs, group_by=group_by, since_unix_ns=since, until_unix_ns=until,
-            granularity=granularity, top=top,
+            granularity=granularity, top=top, period_costs=not usage_only,
         )
+    except QueryError as err:  # too many periods for the period costs
+        raise ApiError(400, "invalid_parameter", str(err), err.field) from None
     except ValueError as err:  # the store's verdict on a group key
         raise ApiError(400, "invalid_parameter", str(err), "group_by") from None
     return web.json_response(report.to_json())
+
+
+def _flag(text: str, field: str) -> bool:
+    if text not in ("true", "false"):
+        raise QueryError(field, f"{text!r} is not true or false")
+    return text == "true"
 
 
 def _granularity(text: str) -> str:
@@ -166,7 +187,19 @@ def _top(text: str) -> int:
 async def devices(request: web.Request) -> web.Response:
     _query(request, ())
     rows = await asyncio.to_thread(request.app[STORE].list_devices)
-    return web.json_response({"devices": [dataclasses.asdict(row) for row in rows]})
+    return web.json_response({"devices": [admin_ops.device_json(row) for row in rows]})
+
+
+async def add_device(request: web.Request) -> web.Response:
+    _query(request, ())
+    body = await _body(request, required=("name",), optional=("profile", "site"))
+    spec = params.device_spec(body["name"], body.get("profile"), body.get("site"))
+    added = await asyncio.to_thread(admin_ops.add_device, request.app[STORE], spec)
+    return web.json_response(added, status=201)
+
+
+async def get_device(request: web.Request) -> web.Response:
+    return web.json_response(admin_ops.device_json(await _named_device(request)))
 
 
 async def rotate_device(request: web.Request) -> web.Response:
@@ -187,20 +220,111 @@ async def revoke_device(request: web.Request) -> web.Response:
 async def _named_device(request: web.Request) -> DeviceRow:
     """The device the path names; a 400 for a query or a body, which these routes take none of."""
     _query(request, ())
-    if await request.content.read(1):
-        raise ApiError(400, "unexpected_body", f"{request.method} {request.path} takes no request body")
+    await _no_body(request)
     name = request.match_info["name"]
     if not NAME_PATTERN.fullmatch(name):
         raise ApiError(400, "invalid_parameter", DEVICE_NAME_RULE, "name")
-    device = await asyncio.to_thread(request.app[STORE].device, name)
-    if device is None:
-        raise ApiError(404, "not_found", f"no device named or with id {name!r}", "name")
-    return device
+    return await asyncio.to_thread(admin_ops.find_device, request.app[STORE], name)
 
 
 async def _device_now(request: web.Request, device: DeviceRow) -> web.Response:
     now = await asyncio.to_thread(request.app[STORE].device, device.device_id)
-    return web.json_response(dataclasses.asdict(now))
+    return web.json_response(admin_ops.device_json(now))
+
+
+async def price_books(request: web.Request) -> web.Response:
+    _query(request, ())
+    books = await asyncio.to_thread(admin_ops.list_price_books, request.app[STORE])
+    return web.json_response({"price_books": books})
+
+
+async def create_price_book(request: web.Request) -> web.Response:
+    _query(request, ())
+    body = await _body(request, required=("effective_from", "book"))
+    effective_from = params.time_value(body["effective_from"], field="effective_from")
+    document = params.json_object(body["book"], field="book")
+    created = await asyncio.to_thread(
+        admin_ops.create_price_book, request.app[STORE], document, effective_from,
+        document_field="book", effective_field="effective_from",
+    )
+    return web.json_response(created, status=201)
+
+
+async def get_price_book(request: web.Request) -> web.Response:
+    _query(request, ())
+    await _no_body(request)
+    book_id = params.price_book_id(request.match_info["id"])
+    return web.json_response(await asyncio.to_thread(admin_ops.price_book, request.app[STORE], book_id))
+
+
+async def explain_record(request: web.Request) -> web.Response:
+    query = _query(request, ("device",))
+    await _no_body(request)
+    ref = params.record_ref(request.match_info["stream_id"], request.match_info["seq"], query.get("device"))
+    return web.json_response(await asyncio.to_thread(admin_ops.explain_record, request.app[STORE], ref))
+
+
+async def reprice(request: web.Request) -> web.Response:
+    _query(request, ())
+    body = await _body(request, optional=("since", "until", "device"), empty=True)
+    scope = params.time_range(body.get("since"), body.get("until"), body.get("device"))
+    return web.json_response(await asyncio.to_thread(admin_ops.reprice, request.app[STORE], scope))
+
+
+async def prune(request: web.Request) -> web.Response:
+    _query(request, ())
+    body = await _body(request, required=("before",))
+    before = params.time_value(body["before"], field="before")
+    return web.json_response(await asyncio.to_thread(admin_ops.prune_records, request.app[STORE], before))
+
+
+async def export_focus(request: web.Request) -> web.StreamResponse:
+    """The FOCUS file, written to a temporary folder (the export writes files atomically) and
+    sent from there in chunks."""
+    query = _query(request, ("since", "until", "format"))
+    await _no_body(request)
+    file_format = admin_ops.check_export_format(query.get("format", "csv"))
+    scope = params.time_range(query.get("since"), query.get("until"))
+    with tempfile.TemporaryDirectory(prefix="infermeter-export-") as folder:
+        path = Path(folder) / f"focus.{file_format}"
+        await asyncio.to_thread(
+            admin_ops.export_focus_file, request.app[STORE], path, file_format=file_format, scope=scope
+        )
+        response = web.StreamResponse(headers={
+            "Content-Type": _EXPORT_TYPES[file_format],
+            "Content-Disposition": f'attachment; filename="focus.{file_format}"',
+        })
+        response.content_length = path.stat().st_size
+        await response.prepare(request)
+        try:
+            with path.open("rb") as file:
+                while chunk := await asyncio.to_thread(file.read, _EXPORT_CHUNK_BYTES):
+                    await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away: there is no one to answer
+            logger.info("%s %s: the client closed the connection during the export", request.method, request.path)
+    return response
+
+
+async def _body(
+    request: web.Request, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = (), empty: bool = False
+) -> dict:
+    """The request's JSON object body with these fields (collector.params.body_fields); with
+    `empty`, no body at all stands for {}. aiohttp refuses a body over its limit with 413."""
+    data = await request.read()
+    if not data and empty:
+        return {}
+    if request.content_type != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"the body must be JSON sent as Content-Type: application/json, not {request.content_type}", "Content-Type",
+        )
+    return params.body_fields(params.parse_json(data), required=required, optional=optional)
+
+
+async def _no_body(request: web.Request) -> None:
+    if await request.content.read(1):
+        raise ApiError(400, "unexpected_body", f"{request.method} {request.path} takes no request body")
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -217,7 +341,18 @@ def make_app(store: Store) -> web.Application:
     app.router.add_get("/healthz", healthz, allow_head=False, name="healthz")
     app.router.add_get("/api/v1/costs", costs, allow_head=False, name="costs")
     app.router.add_get("/api/v1/devices", devices, allow_head=False, name="devices")
+    app.router.add_post("/api/v1/devices", add_device, name="add_device")
+    app.router.add_get("/api/v1/devices/{name}", get_device, allow_head=False, name="device")
     app.router.add_post("/api/v1/devices/{name}/rotate", rotate_device, name="rotate_device")
     app.router.add_post("/api/v1/devices/{name}/revoke", revoke_device, name="revoke_device")
+    app.router.add_get("/api/v1/pricebooks", price_books, allow_head=False, name="price_books")
+    app.router.add_post("/api/v1/pricebooks", create_price_book, name="create_price_book")
+    app.router.add_get("/api/v1/pricebooks/{id}", get_price_book, allow_head=False, name="price_book")
+    app.router.add_get(
+        "/api/v1/records/{stream_id}/{seq}/explain", explain_record, allow_head=False, name="explain_record"
+    )
+    app.router.add_post("/api/v1/reprice", reprice, name="reprice")
+    app.router.add_post("/api/v1/prune", prune, name="prune")
+    app.router.add_get("/api/v1/exports/focus", export_focus, allow_head=False, name="export_focus")
     app.router.add_get("/api/v1/openapi.json", openapi, allow_head=False, name="openapi")
     return app

@@ -1,14 +1,22 @@
-"""Parsing of what users type: time bounds, group keys, listen addresses.
+"""Parsing of what users type: time bounds, group keys, listen addresses, and the fields of
+the operators' requests (devices, price books, records, re-pricing, pruning).
 
-Shared by the HTTP API, the CLI and the server. Standard library only: the CLI parses its
-arguments before it knows whether the collector's extras are installed. Which group keys exist is the store's business; this module only splits
-the list and leaves the verdict on each key to Store.costs.
+Shared by the HTTP API, the gRPC Admin service, the CLI and the server, so that every surface
+refuses the same input with the same words. Standard library only: the CLI parses its
+arguments before it knows whether the collector's extras are installed. Which group keys
+exist is the store's business; this module only splits the list and leaves the verdict on
+each key to Store.costs.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
+from collector.pricebook import NAME_PATTERN
 
 INT64_MAX = 2**63 - 1
 # At most 19 digits: anything longer cannot be an int64, and int() on a huge string is slow.
@@ -27,11 +35,13 @@ TIME_FORMS = "an RFC 3339 timestamp (2026-11-22T00:00:00Z), a date (2026-11-22, 
 
 
 class QueryError(ValueError):
-    """A query parameter that cannot be used; `field` names it."""
+    """A query parameter or request field that cannot be used; `field` names it (None when the
+    request as a whole is at fault), `code` says how (the HTTP API's error code)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str | None, message: str, *, code: str = "invalid_parameter") -> None:
         super().__init__(message)
         self.field = field
+        self.code = code
 
 
 def parse_time_ns(text: str, *, field: str) -> int:
@@ -90,3 +100,159 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# Requests of the operators' APIs. HTTP bodies are JSON objects; gRPC requests carry the same
+# values in typed fields. Both come through these checks.
+
+NAME_RULE = "1-64 characters of A-Z a-z 0-9 . _ -"
+DEFAULT_NAME = "default"
+MAX_STREAM_ID_CHARS = 128
+# Nesting deeper than this is no request of ours; json would recurse until it hit the limit.
+MAX_JSON_DEPTH = 32
+_SEQ = re.compile(r"[0-9]{1,19}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    name: str
+    profile: str = DEFAULT_NAME
+    site: str = DEFAULT_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    stream_id: str
+    seq: int
+    device: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Records whose start is in [since, until) (None: open), of one device (None: all)."""
+
+    since_unix_ns: int | None = None
+    until_unix_ns: int | None = None
+    device: str | None = None
+
+
+def parse_json(data: bytes, *, field: str | None = None) -> object:
+    """A JSON value from UTF-8 bytes, strictly: no NaN or Infinity, no integers of more digits
+    than int() takes, no nesting deeper than MAX_JSON_DEPTH."""
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise QueryError(field, "not UTF-8 text", code="invalid_body") from None
+    except RecursionError:
+        raise QueryError(field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_body") from None
+    except ValueError as err:
+        raise QueryError(field, f"not valid JSON: {err}", code="invalid_body") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise QueryError(field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_body")
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(value: object) -> int:
+    """The nesting depth of a parsed JSON value, without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def body_fields(body: object, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:
+    """The fields of a request body, which must be a JSON object with the required fields and
+    no others than those named. An optional field is left out, never null: the values' checks
+    take None for "not given"."""
+    if not isinstance(body, dict):
+        raise QueryError(None, f"the body must be a JSON object, not {_json_type(body)}", code="invalid_body")
+    for name, value in body.items():
+        if name not in required and name not in optional:
+            expected = ", ".join(required + optional) or "none"
+            raise QueryError(name, f"unknown field {name!r} (expected: {expected})", code="unknown_field")
+        if value is None:
+            raise QueryError(name, f"the field {name!r} is null: leave it out instead, or give a value")
+    for name in required:
+        if name not in body:
+            raise QueryError(name, f"the field {name!r} is required", code="missing_field")
+    return body
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def check_name(value: object, *, field: str) -> str:
+    """A device, profile or site name: safe in URLs, file names and report columns."""
+    if type(value) is not str:
+        raise QueryError(field, f"{field} must be a string of {NAME_RULE}, not {_json_type(value)}")
+    if not NAME_PATTERN.fullmatch(value):
+        raise QueryError(field, f"{value!r} is not a valid {field}: use {NAME_RULE}")
+    return value
+
+
+def time_value(value: object, *, field: str) -> int:
+    """Unix ns from a JSON value: a string as parse_time_ns reads it, or an integer (never a
+    boolean or a float) in the range of int64 Unix ns."""
+    if type(value) is str:
+        return parse_time_ns(value, field=field)
+    if type(value) is not int:
+        raise QueryError(field, f"{field} must be {TIME_FORMS}, not {_json_type(value)}")
+    if not 0 <= value <= INT64_MAX:
+        raise QueryError(field, f"{value} is outside the range of int64 Unix ns")
+    return value
+
+
+def device_spec(name: object, profile: object = None, site: object = None) -> DeviceSpec:
+    """A device to register; a profile or site left out (None) is "default"."""
+    return DeviceSpec(
+        check_name(name, field="name"),
+        DEFAULT_NAME if profile is None else check_name(profile, field="profile"),
+        DEFAULT_NAME if site is None else check_name(site, field="site"),
+    )
+
+
+def price_book_id(value: object, *, field: str = "id") -> int:
+    """A price book's id: a positive integer, given as one or as its digits."""
+    if type(value) is str and _SEQ.fullmatch(value):
+        value = int(value)
+    if type(value) is not int or not 1 <= value <= INT64_MAX:
+        raise QueryError(field, f"{value!r} is not a price book id (a whole number from 1)")
+    return value
+
+
+def record_ref(stream_id: object, seq: object, device: object = None) -> RecordRef:
+    """A stored record: its stream id, its seq (an integer or its digits) and, when streams of
+    two devices share the id, the device's name or id."""
+    if type(stream_id) is not str or not 1 <= len(stream_id) <= MAX_STREAM_ID_CHARS or _CONTROL.search(stream_id):
+        raise QueryError("stream_id", f"a stream id is 1-{MAX_STREAM_ID_CHARS} characters without control characters")
+    if type(seq) is str and _SEQ.fullmatch(seq):
+        seq = int(seq)
+    if type(seq) is not int or not 0 <= seq <= INT64_MAX:
+        raise QueryError("seq", f"{seq!r} is not a record's seq (a whole number below 2^63)")
+    return RecordRef(stream_id, seq, None if device is None else check_name(device, field="device"))
+
+
+def time_range(since: object = None, until: object = None, device: object = None) -> TimeRange:
+    """A range of records to re-price; each bound and the device may be left out (None)."""
+    since_unix_ns = None if since is None else time_value(since, field="since")
+    until_unix_ns = None if until is None else time_value(until, field="until")
+    check_range(since_unix_ns, until_unix_ns)
+    return TimeRange(since_unix_ns, until_unix_ns, None if device is None else check_name(device, field="device"))
+
+
+def json_object(value: object, *, field: str) -> Mapping:
+    """A document that must be a JSON object (a price book)."""
+    if not isinstance(value, dict):
+        raise QueryError(field, f"{field} must be a JSON object, not {_json_type(value)}")
+    return value

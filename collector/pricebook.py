@@ -15,6 +15,22 @@ refused instead of being rounded silently. A device's `profile` names an entry o
 `cloud`, its `site` an entry of `energy`; every book has a "default" of each, which prices the
 devices whose own entry is missing.
 
+Costs of a period rather than of an inference (collector.charges works them out per report):
+
+     "idle": {"policy": "spread"},      # or "bucket"
+     "monthly": {"licence": {"amount": "100.00", "model": "llama-3-8b"},
+                 "storage": {"amount": "25.00", "device": "edge-01"}},
+     "discounts": {"volume": {"tiers": [{"from": "0", "percent_off": "0"},
+                                        {"from": "1000.00", "percent_off": "10"}]}}
+
+`idle` says where the part of a device's amortized (or hourly) cost that no inference used
+goes: spread over what used the device that day, by cost (default), or kept in an "(idle)"
+bucket. A `monthly` cost belongs to a device, a model, or (naming neither) the whole fleet,
+and is counted per calendar month (UTC). A discount's `tiers` are graduated brackets of a
+calendar month's list spend (in the currency): the spend from one tier's `from` to the next
+tier's is reduced by that tier's `percent_off`. A discount covers the usage of one `model`, of
+one `device`, or (naming neither) everything that no narrower discount covers.
+
 A site's time-of-use `windows` are in the local wall time of its `timezone` (IANA name, "UTC"
 when omitted), so they follow daylight saving time: "08:00" is 08:00 on the clock on the wall,
 whatever the UTC offset that day. Outside every window the site's `kwh` applies; a site without
@@ -108,6 +124,38 @@ class ModelPrices:
 NO_MODEL_PRICES = ModelPrices(Decimal(0), Decimal(0), Decimal(0))
 
 
+IDLE_POLICIES = ("spread", "bucket")
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyCost:
+    """A fixed cost per calendar month, of a device, a model, or (both None) the whole fleet."""
+
+    name: str
+    amount: Decimal
+    device: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """From `start` (a month's list spend, in the currency) to the next tier's, `percent_off`."""
+
+    start: Decimal
+    percent_off: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Discount:
+    """Graduated brackets of a month's list spend, for one model, one device, or (both None)
+    everything that no narrower discount covers."""
+
+    name: str
+    tiers: tuple[Tier, ...]  # by start; the first starts at 0
+    device: str | None = None
+    model: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class PriceBook:
     currency: str
@@ -116,6 +164,15 @@ class PriceBook:
     energy: Mapping[str, EnergyTariff]
     # By model name; "default" prices the models without an entry (nothing, when it is absent).
     models: Mapping[str, ModelPrices] = field(default_factory=dict)
+    idle_policy: str = "spread"
+    monthly: tuple[MonthlyCost, ...] = ()
+    discounts: tuple[Discount, ...] = ()
+
+    def discount_for(self, device: str, model: str) -> Discount | None:
+        """The discount that covers a device's use of a model: the model's, else the device's,
+        else the book's general one (None when there is none)."""
+        by_scope = {(discount.device, discount.model): discount for discount in self.discounts}
+        return by_scope.get((None, model)) or by_scope.get((device, None)) or by_scope.get((None, None))
 
     def model_prices(self, model: str) -> ModelPrices:
         return self.models.get(model) or self.models.get(DEFAULT_KEY) or NO_MODEL_PRICES
@@ -123,7 +180,9 @@ class PriceBook:
 
 def parse_price_book(document: object) -> PriceBook:
     """Check a document and return its exact values; PriceBookError names the first fault."""
-    table = _table(document, "", {"currency", "hardware", "cloud", "energy", "models"})
+    table = _table(
+        document, "", {"currency", "hardware", "cloud", "energy", "models", "idle", "monthly", "discounts"}
+    )
     currency = table.get("currency")
     if type(currency) is not str or currency not in CURRENCIES:
         raise PriceBookError("currency", f"must be a 3-letter ISO 4217 code such as \"USD\", got {currency!r}")
@@ -138,7 +197,66 @@ def parse_price_book(document: object) -> PriceBook:
     if DEFAULT_KEY not in energy:
         raise PriceBookError("energy", f"needs a {DEFAULT_KEY!r} site")
     models = {key: _model(entry, f"models.{key}") for key, entry in _entries(table, "models")}
-    return PriceBook(currency, hardware, cloud, energy, models)
+    monthly = tuple(_monthly(key, entry, f"monthly.{key}") for key, entry in _entries(table, "monthly"))
+    discounts = tuple(_discount(key, entry, f"discounts.{key}") for key, entry in _entries(table, "discounts"))
+    _check_distinct_scopes(discounts)
+    return PriceBook(currency, hardware, cloud, energy, models, _idle_policy(table), monthly, discounts)
+
+
+def _idle_policy(table: Mapping[str, object]) -> str:
+    idle = _table(table.get("idle", {}), "idle", {"policy"})
+    policy = idle.get("policy", IDLE_POLICIES[0])
+    if policy not in IDLE_POLICIES:
+        raise PriceBookError("idle.policy", f"must be one of {', '.join(map(repr, IDLE_POLICIES))}, got {policy!r}")
+    return policy
+
+
+def _scope(table: Mapping[str, object], path: str) -> tuple[str | None, str | None]:
+    """(device, model) of a monthly cost or a discount: at most one of them."""
+    device, model = table.get("device"), table.get("model")
+    for name, value in (("device", device), ("model", model)):
+        if value is not None and (type(value) is not str or not NAME_PATTERN.fullmatch(value)):
+            raise PriceBookError(f"{path}.{name}", "names are 1-64 characters of A-Z a-z 0-9 . _ -")
+    if device is not None and model is not None:
+        raise PriceBookError(f"{path}.model", "name a device or a model, not both")
+    return device, model
+
+
+def _monthly(name: str, entry: object, path: str) -> MonthlyCost:
+    table = _table(entry, path, {"amount", "device", "model"})
+    return MonthlyCost(name, _money(table, "amount", path, required=True), *_scope(table, path))
+
+
+def _discount(name: str, entry: object, path: str) -> Discount:
+    table = _table(entry, path, {"tiers", "device", "model"})
+    value = table.get("tiers")
+    if not isinstance(value, list) or not value:
+        raise PriceBookError(f"{path}.tiers", "must be a non-empty list of {\"from\", \"percent_off\"}")
+    tiers = []
+    for index, tier in enumerate(value):
+        tier_path = f"{path}.tiers[{index}]"
+        tier_table = _table(tier, tier_path, {"from", "percent_off"})
+        start = _money(tier_table, "from", tier_path, required=True)
+        percent_off = _number(tier_table, "percent_off", tier_path, required=True)
+        if percent_off > 100:
+            raise PriceBookError(f"{tier_path}.percent_off", "must be from 0 to 100")
+        if index == 0 and start != 0:
+            raise PriceBookError(f"{tier_path}.from", "the first tier must start at \"0\"")
+        if tiers and start <= tiers[-1].start:
+            raise PriceBookError(f"{tier_path}.from", "tiers must start at increasing amounts")
+        tiers.append(Tier(start, percent_off))
+    return Discount(name, tuple(tiers), *_scope(table, path))
+
+
+def _check_distinct_scopes(discounts: tuple[Discount, ...]) -> None:
+    seen: dict[tuple[str | None, str | None], str] = {}
+    for discount in discounts:
+        scope = (discount.device, discount.model)
+        if scope in seen:
+            raise PriceBookError(
+                f"discounts.{discount.name}", f"covers the same usage as discounts.{seen[scope]}: one discount per scope"
+            )
+        seen[scope] = discount.name
 
 
 def _model(entry: object, path: str) -> ModelPrices:

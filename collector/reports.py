@@ -13,7 +13,6 @@ the roll-ups store their sums in such parts), and put back together in Python.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +20,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from agent.record import MAX_TAG_KEY_CHARS, InvalidRecord, check_text
+from agent.record import MAX_TAG_KEY_CHARS, InvalidRecord, Kind, check_text
+from collector.charges import ChargeContext, Usage, month_start, period_charges
 from collector.pricing import decimal_text, picos_to_decimal
 from collector.rollups import HOUR_NS
 from collector.schema import ROLLUP_SPLIT, ROLLUP_SUMS, cost_rollups, devices, records
@@ -33,12 +33,19 @@ DAY_NS = 24 * HOUR_NS
 _TAG_PREFIX = "tag:"
 _SPLIT = ROLLUP_SPLIT
 _SUMMED = ROLLUP_SUMS
-# What SQL groups by for each granularity; months are made of days in Python (they differ in length).
-_BUCKET_NS = {"hour": HOUR_NS, "day": DAY_NS, "month": DAY_NS}
+# The slices SQL groups by, per granularity (None: the whole range): the days (hours in an
+# hourly report) over which idle capacity is worked out (collector.charges); months are made of
+# days in Python (they differ in length).
+_SLICE_NS = {None: DAY_NS, "hour": HOUR_NS, "day": DAY_NS, "month": DAY_NS}
 
 
 @dataclass(frozen=True, slots=True)
 class CostGroup:
+    """A group's costs: `list_cost` is what its records cost at the book's prices, `cost` that
+    less its share of volume discounts, and `total_cost` adds its share of idle capacity and of
+    monthly fixed costs (collector.charges). compute, energy, token and request costs split the
+    list cost."""
+
     key: tuple[str, ...]  # () for the group of the rest (other=True)
     inferences: int  # the sum of the records' counts (a roll-up record stands for many)
     records: int
@@ -52,6 +59,11 @@ class CostGroup:
     request_cost: Decimal = Decimal(0)
     period_start_unix_ns: int | None = None  # the UTC hour, day or month, with a granularity
     other: bool = False  # the groups beyond the report's top N, summed
+    list_cost: Decimal = Decimal(0)
+    discount: Decimal = Decimal(0)
+    idle_cost: Decimal = Decimal(0)
+    fixed_cost: Decimal = Decimal(0)
+    total_cost: Decimal = Decimal(0)
 
     def to_json(self, *, period: bool = False, other: bool = False) -> dict:
         """`period` and `other` add those fields (the report's granularity and top ask for them)."""
@@ -60,6 +72,11 @@ class CostGroup:
             "inferences": self.inferences,
             "records": self.records,
             "cost": decimal_text(self.cost),
+            "list_cost": decimal_text(self.list_cost),
+            "discount": decimal_text(self.discount),
+            "idle_cost": decimal_text(self.idle_cost),
+            "fixed_cost": decimal_text(self.fixed_cost),
+            "total_cost": decimal_text(self.total_cost),
             "compute_cost": decimal_text(self.compute_cost),
             "energy_cost": decimal_text(self.energy_cost),
             "token_cost": decimal_text(self.token_cost),
@@ -77,6 +94,9 @@ class CostGroup:
 
 @dataclass(frozen=True, slots=True)
 class CostReport:
+    """`total_cost` is everything: usage at effective prices (`usage_cost`: `list_cost` less
+    `discount`), idle capacity and monthly fixed costs."""
+
     group_by: tuple[str, ...]
     currency: str
     groups: list[CostGroup]
@@ -85,6 +105,11 @@ class CostReport:
     total_records: int
     granularity: str | None = None
     top: int | None = None
+    usage_cost: Decimal = Decimal(0)
+    list_cost: Decimal = Decimal(0)
+    discount: Decimal = Decimal(0)
+    idle_cost: Decimal = Decimal(0)
+    fixed_cost: Decimal = Decimal(0)
 
     def to_json(self) -> dict:
         """Money as exact decimal strings in `currency`. Without a granularity or a top N, the
@@ -96,6 +121,11 @@ class CostReport:
                 group.to_json(period=self.granularity is not None, other=self.top is not None) for group in self.groups
             ],
             "total_cost": decimal_text(self.total_cost),
+            "usage_cost": decimal_text(self.usage_cost),
+            "list_cost": decimal_text(self.list_cost),
+            "discount": decimal_text(self.discount),
+            "idle_cost": decimal_text(self.idle_cost),
+            "fixed_cost": decimal_text(self.fixed_cost),
             "total_inferences": self.total_inferences,
             "total_records": self.total_records,
         }
@@ -150,6 +180,9 @@ class _Source:
     time: sa.ColumnElement[int]  # what the range and the periods apply to
     columns: Mapping[str, sa.ColumnElement[str]]
     records: Callable[[], sa.ColumnElement[int]]
+    device_id: sa.ColumnElement[str]
+    model: sa.ColumnElement[str]
+    kind: sa.ColumnElement[int]
     sum_parts: Callable[[str], tuple[sa.ColumnElement[int], sa.ColumnElement[int]]]
 
 
@@ -159,6 +192,9 @@ _RECORDS = _Source(
     columns={"model": records.c.model, "version": records.c.model_version, "device": devices.c.name,
              "site": records.c.site, "runtime": records.c.runtime},
     records=sa.func.count,
+    device_id=records.c.device_id,
+    model=records.c.model,
+    kind=records.c.kind,
     sum_parts=lambda name: (sa.func.sum(records.c[name] // _SPLIT), sa.func.sum(records.c[name] % _SPLIT)),
 )
 _ROLLUPS = _Source(
@@ -167,6 +203,9 @@ _ROLLUPS = _Source(
     columns={"model": cost_rollups.c.model, "version": cost_rollups.c.model_version, "device": devices.c.name,
              "site": cost_rollups.c.site, "runtime": cost_rollups.c.runtime},
     records=lambda: sa.func.sum(cost_rollups.c.records),
+    device_id=cost_rollups.c.device_id,
+    model=cost_rollups.c.model,
+    kind=cost_rollups.c.kind,
     sum_parts=lambda name: (sa.func.sum(cost_rollups.c[f"{name}_hi"]), sa.func.sum(cost_rollups.c[f"{name}_lo"])),
 )
 
@@ -202,17 +241,20 @@ def _tag_column(key: str, table: sa.Table) -> sa.ColumnElement[str]:
     return sa.func.coalesce(table.c.tags[tag].as_string(), "")
 
 
-def cost_select(query: CostQuery, *, from_records: bool = False) -> sa.Select | sa.CompoundSelect:
+def cost_select(
+    query: CostQuery, *, from_records: bool = False, detail: bool = False
+) -> sa.Select | sa.CompoundSelect:
     """The SELECT whose rows build_report adds up: the whole hours of the range from the
     roll-ups, UNION ALL any partial hour at either end from the records (from_records: all of
     it from the records). One statement, so one snapshot on PostgreSQL too. Each row has the
-    period bucket (with a granularity), k0..kN, the number of records and the two parts of each
-    sum; rows of one group may come from each part."""
+    slice (`bucket`: a UTC day, an hour in hourly reports), k0..kN, the number of records and
+    the two parts of each sum; `detail` adds the device_id, model and kind that period costs
+    are shared by. Rows of one group may come from each part."""
     if from_records:
         parts = [(_RECORDS, query.since_unix_ns, query.until_unix_ns)]
     else:
         parts = _split_on_hours(query.since_unix_ns, query.until_unix_ns)
-    selects = [_select(query, source, since, until) for source, since, until in parts]
+    selects = [_select(query, source, since, until, detail) for source, since, until in parts]
     return selects[0] if len(selects) == 1 else sa.union_all(*selects)
 
 
@@ -229,11 +271,12 @@ def _split_on_hours(since: int | None, until: int | None) -> list[tuple[_Source,
     return parts
 
 
-def _select(query: CostQuery, source: _Source, since: int | None, until: int | None) -> sa.Select:
-    labelled = [column.label(f"k{i}") for i, column in enumerate(group_columns(query.group_by, source))]
-    if query.granularity is not None:
-        size = _BUCKET_NS[query.granularity]
-        labelled.insert(0, (source.time - source.time % size).label("bucket"))
+def _select(query: CostQuery, source: _Source, since: int | None, until: int | None, detail: bool) -> sa.Select:
+    size = _SLICE_NS[query.granularity]
+    labelled = [(source.time - source.time % size).label("bucket")]
+    if detail:
+        labelled += [source.device_id.label("device_id"), source.model.label("model"), source.kind.label("kind")]
+    labelled += [column.label(f"k{i}") for i, column in enumerate(group_columns(query.group_by, source))]
     sums = []
     for name in _SUMMED:
         high, low = source.sum_parts(name)
@@ -247,38 +290,72 @@ def _select(query: CostQuery, source: _Source, since: int | None, until: int | N
         select = select.where(source.time >= since)
     if until is not None:
         select = select.where(source.time < until)
-    return select.group_by(*labelled) if labelled else select
+    return select.group_by(*labelled)
 
 
 # Adding up
 
 
-def build_report(query: CostQuery, currency: str, rows: Iterable[sa.Row]) -> CostReport:
-    """The report from the rows of cost_select."""
+_IDLE_KIND = int(Kind.IDLE)
+_COST = 2  # the index of cost_pico in a group's totals: records, then the _SUMMED sums
+_COMPUTE = 3
+# After the _SUMMED sums: the period costs (collector.charges).
+_DISCOUNT, _IDLE, _FIXED = (1 + len(_SUMMED) + i for i in range(3))
+
+
+def build_report(
+    query: CostQuery, currency: str, rows: Iterable[sa.Row], context: ChargeContext | None = None
+) -> CostReport:
+    """The report from the rows of cost_select (with `detail` when a context is given), with
+    the period costs that `context` allows (None: the stored record costs alone). With period costs, the records of idle energy form no
+    group of their own: their cost is idle cost (collector.charges)."""
     period_of = _period_function(query.granularity)
     sums: dict[tuple, list[int]] = {}
+    usage = []
     for row in rows:
         values = row._mapping
-        if not values["records"]:  # no grouping and no records: SQL still returns one row of NULLs
+        if not values["records"]:
             continue
-        period = period_of(int(values["bucket"])) if period_of else None
-        group = (period, tuple(values[f"k{i}"] for i in range(len(query.group_by))))
+        bucket = int(values["bucket"])
+        cell = (period_of(bucket), tuple(values[f"k{i}"] for i in range(len(query.group_by))))
         totals = [int(values["records"])] + [
             int(values[f"{name}_hi"]) * _SPLIT + int(values[f"{name}_lo"]) for name in _SUMMED
-        ]
-        found = sums.get(group)
-        sums[group] = totals if found is None else [a + b for a, b in zip(found, totals)]
+        ] + [0, 0, 0]
+        if context is not None:
+            idle = int(values["kind"]) == _IDLE_KIND
+            usage.append(Usage(cell, bucket, values["device_id"], values["model"], idle, totals[_COST],
+                               totals[_COMPUTE]))
+            if idle:
+                continue  # the energy no inference used: its cost is idle cost, shared as such
+        found = sums.get(cell)
+        sums[cell] = totals if found is None else [a + b for a, b in zip(found, totals)]
+    if context is not None:
+        for cell, charges in period_charges(usage, context).items():
+            totals = sums.get(cell) or sums.setdefault(cell, [0] * (_FIXED + 1))
+            totals[_DISCOUNT] += charges.discount
+            totals[_IDLE] += charges.idle
+            totals[_FIXED] += charges.fixed
     groups = _ranked(sums, query.top)
+    whole = [sum(column) for column in zip(*sums.values())] or [0] * (_FIXED + 1)
     return CostReport(
         group_by=tuple(query.group_by),
         currency=currency,
         groups=groups,
-        total_cost=picos_to_decimal(sum(totals[2] for totals in sums.values())),
-        total_inferences=sum(group.inferences for group in groups),
-        total_records=sum(group.records for group in groups),
+        total_cost=picos_to_decimal(_total(whole)),
+        total_inferences=whole[1],
+        total_records=whole[0],
         granularity=query.granularity,
         top=query.top,
+        usage_cost=picos_to_decimal(whole[_COST] - whole[_DISCOUNT]),
+        list_cost=picos_to_decimal(whole[_COST]),
+        discount=picos_to_decimal(whole[_DISCOUNT]),
+        idle_cost=picos_to_decimal(whole[_IDLE]),
+        fixed_cost=picos_to_decimal(whole[_FIXED]),
     )
+
+
+def _total(totals: Sequence[int]) -> int:
+    return totals[_COST] - totals[_DISCOUNT] + totals[_IDLE] + totals[_FIXED]
 
 
 def _ranked(sums: dict[tuple, list[int]], top: int | None) -> list[CostGroup]:
@@ -290,7 +367,7 @@ def _ranked(sums: dict[tuple, list[int]], top: int | None) -> list[CostGroup]:
     if top is not None:
         cost_by_key: dict[tuple, int] = {}
         for (_, key), totals in sums.items():
-            cost_by_key[key] = cost_by_key.get(key, 0) + totals[2]
+            cost_by_key[key] = cost_by_key.get(key, 0) + _total(totals)
         kept = set(sorted(cost_by_key, key=lambda key: (-cost_by_key[key], key))[:top])
     shown: dict[tuple, list[int]] = {}
     rest: dict[object, list[int]] = {}
@@ -301,7 +378,7 @@ def _ranked(sums: dict[tuple, list[int]], top: int | None) -> list[CostGroup]:
             found = rest.get(period)
             rest[period] = totals if found is None else [a + b for a, b in zip(found, totals)]
     ordered = sorted(
-        [((period or 0, False, -totals[2], key), _group(key, totals, period, False))
+        [((period or 0, False, -_total(totals), key), _group(key, totals, period, False))
          for (period, key), totals in shown.items()]
         + [((period or 0, True, 0, ()), _group((), totals, period, True)) for period, totals in rest.items()],
         key=lambda item: item[0],
@@ -310,12 +387,13 @@ def _ranked(sums: dict[tuple, list[int]], top: int | None) -> list[CostGroup]:
 
 
 def _group(key: tuple, totals: list[int], period: int | None, other: bool) -> CostGroup:
-    records_, count, cost, compute, energy_cost, energy_uj, duration_ns, cpu_time_ns, token, request = totals
+    (records_, count, cost, compute, energy_cost, energy_uj, duration_ns, cpu_time_ns, token, request,
+     discount, idle, fixed) = totals
     return CostGroup(
         key=key,
         inferences=count,
         records=records_,
-        cost=picos_to_decimal(cost),
+        cost=picos_to_decimal(cost - discount),
         compute_cost=picos_to_decimal(compute),
         energy_cost=picos_to_decimal(energy_cost),
         token_cost=picos_to_decimal(token),
@@ -325,22 +403,26 @@ def _group(key: tuple, totals: list[int], period: int | None, other: bool) -> Co
         cpu_time_ns=cpu_time_ns,
         period_start_unix_ns=period,
         other=other,
+        list_cost=picos_to_decimal(cost),
+        discount=picos_to_decimal(discount),
+        idle_cost=picos_to_decimal(idle),
+        fixed_cost=picos_to_decimal(fixed),
+        total_cost=picos_to_decimal(_total(totals)),
     )
 
 
-def _period_function(granularity: str | None) -> Callable[[int], int] | None:
-    """The start of a bucket's period, from the start of the hour or day SQL grouped by."""
+def _period_function(granularity: str | None) -> Callable[[int], int | None]:
+    """The start of a slice's period (None without a granularity)."""
     if granularity is None:
-        return None
+        return lambda slice_unix_ns: None
     if granularity != "month":
-        return lambda bucket_unix_ns: bucket_unix_ns
+        return lambda slice_unix_ns: slice_unix_ns
     months: dict[int, int] = {}
 
-    def month_start(day_unix_ns: int) -> int:
+    def month_of(day_unix_ns: int) -> int:
         start = months.get(day_unix_ns)
         if start is None:
-            day = datetime.fromtimestamp(day_unix_ns // 10**9, timezone.utc)
-            start = months[day_unix_ns] = calendar.timegm((day.year, day.month, 1, 0, 0, 0)) * 10**9
+            start = months[day_unix_ns] = month_start(day_unix_ns)
         return start
 
-    return month_start
+    return month_of

@@ -46,6 +46,11 @@ class RateSchedule:
         return self._rates[bisect_right(self._froms, start_unix_ns) - 1]
 
     @property
+    def effective(self) -> list[tuple[int, DeviceRate]]:
+        """(effective from, rate) of each book, oldest first."""
+        return list(zip(self._froms, self._rates))
+
+    @property
     def latest(self) -> tuple[int, DeviceRate]:
         return self._froms[-1], self._rates[-1]
 

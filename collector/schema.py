@@ -37,6 +37,9 @@ devices = sa.Table(
     sa.Column("agent_version", sa.Text, nullable=False),
     # Kept by ingest in the same transaction as the inserts: counting records would scan them.
     sa.Column("record_count", sa.BigInteger, nullable=False),
+    # The earliest start of its records (NULL before the first): its service starts then if it
+    # was added later (collector.charges). Since migration 0006.
+    sa.Column("first_start_unix_ns", sa.BigInteger, nullable=True),
 )
 
 # Up to two live tokens per device, so a rotation never locks the device out.
@@ -174,4 +177,25 @@ cost_rollups = sa.Table(
         sa.Column(f"{name}_{part}", sa.BigInteger, nullable=False)
         for name in ROLLUP_SUMS for part in ("hi", "lo")
     ),
+)
+
+# The raw-record retention policy (collector.retention): one row, id 1, inserted by migration
+# 0005. Raw records that started before raw_before_unix_ns (a whole UTC hour; 0: none) have
+# been deleted; their hourly roll-ups stay. It only ever moves forward.
+retention = sa.Table(
+    "retention",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("raw_before_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# The highest seq pruned of each stream: once its raw row is gone, ON CONFLICT cannot see a
+# replayed record, so ingest treats a seq at or below this one as a duplicate.
+pruned_streams = sa.Table(
+    "pruned_streams",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("stream_id", sa.Text, primary_key=True),
+    sa.Column("max_seq", sa.BigInteger, nullable=False),
 )

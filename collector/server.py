@@ -11,6 +11,9 @@ device and admin tokens would cross the network readable.
 SIGTERM or SIGINT stops it gracefully: the health service says NOT_SERVING, both servers stop
 accepting, in-flight calls get GRACE_S to finish (a Push that has committed still gets its
 reply), then the store is closed and serve() returns 0.
+
+With retain_raw_days, raw records older than that are pruned (collector.retention) at start and
+then every PRUNE_INTERVAL_S, on a worker thread.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collector.admin_service import AdminServicer
 from collector.http_api import make_app
 from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
 from collector.params import format_address, parse_address
+from collector.retention import RawRetention
 from collector.rpc import add_service
 from collector.store import Store
 from collector.tls import ServerTls, is_loopback
@@ -42,6 +46,7 @@ from collector.tls import ServerTls, is_loopback
 logger = logging.getLogger(__name__)
 
 GRACE_S = 10.0
+PRUNE_INTERVAL_S = 3_600.0
 INGEST = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"]
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 SERVICE_NAMES = (INGEST.full_name, ADMIN.full_name)
@@ -135,8 +140,24 @@ def write_ready_file(path: Path, servers: Servers) -> None:
     }))
 
 
+async def keep_pruning(retention: RawRetention, stop: asyncio.Event, *, interval_s: float = PRUNE_INTERVAL_S) -> None:
+    """Run the retention policy now and then every interval_s until stop is set; a failed run is
+    logged and the next one tries again."""
+    while True:
+        try:
+            await asyncio.to_thread(retention.run_once)
+        except Exception:  # the collector keeps serving: retention is housekeeping
+            logger.exception("raw-record retention failed; retrying in %.0f s", interval_s)
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+            return
+        except asyncio.TimeoutError:
+            pass
+
+
 async def _run(
-    store: Store, db_url: str, grpc_address: str, http_address: str, ready_file: Path | None, tls: ServerTls | None
+    store: Store, db_url: str, grpc_address: str, http_address: str, ready_file: Path | None, tls: ServerTls | None,
+    retention: RawRetention | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -150,11 +171,14 @@ async def _run(
     )
     if ready_file is not None:
         write_ready_file(ready_file, servers)
+    pruning = asyncio.create_task(keep_pruning(retention, stop)) if retention is not None else None
     try:
         await stop.wait()
         logger.info("stopping: finishing in-flight calls (up to %.0f s)", GRACE_S)
     finally:
         await servers.stop()
+        if pruning is not None:
+            await pruning  # a prune page in flight ends with its transaction
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
 
@@ -171,11 +195,17 @@ def serve(
     http_address: str = "127.0.0.1:8080",
     ready_file: str | os.PathLike | None = None,
     tls: ServerTls | None = None,
+    *,
+    retain_raw_days: int | None = None,
 ) -> int:
-    """Run the collector until SIGTERM/SIGINT; the exit code (0 after a graceful stop)."""
+    """Run the collector until SIGTERM/SIGINT; the exit code (0 after a graceful stop).
+    retain_raw_days: prune raw records older than that many days (None: keep them forever)."""
     store = Store.open(db_url)
     try:
-        asyncio.run(_run(store, db_url, grpc_address, http_address, Path(ready_file) if ready_file else None, tls))
+        retention = RawRetention(store, retain_raw_days=retain_raw_days) if retain_raw_days is not None else None
+        asyncio.run(_run(
+            store, db_url, grpc_address, http_address, Path(ready_file) if ready_file else None, tls, retention
+        ))
     finally:
         # asyncio.run has waited for the worker threads, so no store call is still running.
         store.close()

@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from agent.record import InvalidRecord, UsageRecord, check_text
-from collector import credentials, tokens
+from collector import credentials, repricing, retention, tokens
 from collector.books import PriceBookRow, PriceBooks
 from collector.bulk import insert_new_rows
+from collector.costing import record_discount, run_report
 from collector.credentials import (
     AdminAuth,
     AdminTokenRow,
@@ -43,9 +44,9 @@ from collector.reports import (
     CostGroup,
     CostQuery,
     CostReport,
-    build_report,
-    cost_select,
 )
+from collector.repricing import RepriceResult
+from collector.retention import PruneResult
 from collector.rollups import add_to_rollups
 from collector.rows import RECORD_COLUMNS, priced_rows
 from collector.schema import device_rotations, device_tokens, devices, price_books
@@ -64,6 +65,8 @@ __all__ = [
     "NewAdminToken",
     "NewDevice",
     "PriceBookRow",
+    "PruneResult",
+    "RepriceResult",
     "RotationRefused",
     "Store",
     "StoreNotFound",
@@ -327,17 +330,20 @@ class Store:
                 sa.select(devices.c.profile, devices.c.site, devices.c.cpu_cores, devices.c.hostname,
                           devices.c.platform, devices.c.agent_version)
                 .where(devices.c.device_id == device_id)
+                # Pruning locks the device's row before deleting its records (collector.retention).
+                .with_for_update(read=True, key_share=True)
             ).first()
             if known is None:
                 raise ValueError(f"no device {device_id!r}")
             cpu_cores = device.cpu_cores or known.cpu_cores
             inserted = 0
-            if records:
+            fresh = retention.unpruned(connection, device_id, stream_id, records)
+            if fresh:
                 schedule = self._books.schedule(
                     connection, profile=known.profile, site=known.site, reported_cpu_cores=cpu_cores
                 )
                 rows = priced_rows(
-                    records, device_id=device_id, stream_id=stream_id, profile=known.profile, site=known.site,
+                    fresh, device_id=device_id, stream_id=stream_id, profile=known.profile, site=known.site,
                     received_unix_ns=received_unix_ns, schedule=schedule,
                 )
                 inserted_seqs = insert_new_rows(connection, records_table, RECORD_COLUMNS, _RECORD_KEY, "seq", rows)
@@ -351,6 +357,7 @@ class Store:
                     platform=device.platform or known.platform,
                     agent_version=device.agent_version or known.agent_version,
                     record_count=devices.c.record_count + inserted,
+                    first_start_unix_ns=_earliest(devices.c.first_start_unix_ns, fresh),
                 )
             )
         return IngestResult(
@@ -391,13 +398,18 @@ class Store:
             if len(rows) != 1:
                 where = f" of device {device!r}" if device is not None else ""
                 if not rows:
-                    raise LookupError(f"no record {stream_id}:{seq}{where}")
+                    pruned = retention.pruned_record_message(connection, stream_id, seq, device)
+                    raise LookupError(pruned or f"no record {stream_id}:{seq}{where}")
                 raise LookupError(f"records {stream_id}:{seq} of more than one device: name one with --device")
             row = rows[0]
             book = self._books.parsed(connection, row.price_book_id)
             book_row = connection.execute(
                 sa.select(price_books.c.effective_from_unix_ns).where(price_books.c.id == row.price_book_id)
             ).one()
+            discount = record_discount(
+                connection, self._books, device_name=row.device_name, model=row.model,
+                start_unix_ns=row.start_unix_ns, list_pico=row.cost_pico,
+            )
         rate = device_rate(
             book, row.price_book_id, profile=row.profile, site=row.site, reported_cpu_cores=row.price_cpu_cores
         )
@@ -420,6 +432,9 @@ class Store:
             "price_book": {"id": row.price_book_id, "effective_from_unix_ns": book_row.effective_from_unix_ns},
             **explanation,
             "note": row.pricing_note,
+            # The month's volume discount (null when none covers the record): reports share it
+            # over the month's usage in whole picos (collector.charges).
+            "discount": discount,
             # The stored costs were made at ingest; the derivation above repeats it exactly.
             "matches_stored": all(explanation[name]["picos"] == picos for name, picos in stored.items()),
         }
@@ -433,6 +448,7 @@ class Store:
         granularity: str | None = None,
         top: int | None = None,
         from_records: bool = False,
+        period_costs: bool = True,
     ) -> CostReport:
         """Stored costs by group, over records whose start is in [since, until) (None: open).
         Group keys: model, version, device, site, runtime, tag:KEY. granularity ("hour", "day",
@@ -440,15 +456,53 @@ class Store:
         and the rest summed per period into a group with other=True. ValueError for an unknown
         key or granularity, a top N that is not a positive integer, or since after until.
 
+        Besides the records' own costs, a report carries its period costs (collector.charges):
+        volume discounts, idle capacity and monthly fixed costs; period_costs=False leaves them
+        out (the records' costs at list prices alone).
+
         The whole hours of the range are summed from the hourly roll-ups; from_records sums
         every record instead (the same figures, slower: a check on the roll-ups)."""
         group_by = tuple(group_by) if not isinstance(group_by, str) else group_by
         query = CostQuery(group_by, since_unix_ns, until_unix_ns, granularity, top)
-        select = cost_select(query, from_records=from_records)
         with transaction(self.engine) as connection:
-            rows = connection.execute(select).all()
-            currency = self._books.currency(connection)
-        return build_report(query, currency, rows)
+            report = run_report(
+                connection, self._books, query, now_unix_ns=self._clock(), from_records=from_records,
+                period_costs=period_costs,
+            )
+            # After the read: a deletion it saw was committed after its cutoff (collector.retention).
+            retention.check_report_range(
+                retention.raw_cutoff(connection), since_unix_ns, until_unix_ns, from_records=from_records
+            )
+        return report
+
+    # Re-pricing and retention
+
+    def reprice(
+        self, *, since_unix_ns: int | None = None, until_unix_ns: int | None = None, device: str | None = None
+    ) -> RepriceResult:
+        """Re-price the stored records whose start is in [since, until) (None: open; an open
+        start is the retention cutoff) with the price books in force now, and their hourly
+        roll-ups with them (collector.repricing); idempotent. `device` (a name or id) limits it
+        to one device. ValueError for a bad range or one that reaches before the retention
+        cutoff, LookupError for an unknown device; nothing is changed then."""
+        device_id = None
+        if device is not None:
+            found = self.device(device)
+            if found is None:
+                raise LookupError(f"no device named or with id {device!r}")
+            device_id = found.device_id
+        with transaction(self.engine) as connection:
+            since_unix_ns = retention.reprice_since(retention.raw_cutoff(connection), since_unix_ns, until_unix_ns)
+        return repricing.reprice(
+            self.engine, self._books, since_unix_ns=since_unix_ns, until_unix_ns=until_unix_ns, device_id=device_id
+        )
+
+    def prune_records(self, *, before_unix_ns: int) -> PruneResult:
+        """Delete the raw records that started before `before_unix_ns` rounded down to a whole
+        UTC hour, keeping their hourly roll-ups (collector.retention). The cutoff is stored and
+        only moves forward: an earlier one prunes up to the stored cutoff. ValueError for a
+        cutoff that is not an integer or is less than a day before now; nothing changes then."""
+        return retention.prune(self.engine, before_unix_ns=before_unix_ns, now_unix_ns=self._clock())
 
 
 _DEVICE_ROWS = sa.select(devices, device_rotations.c.device_id.is_not(None).label("rotating")).outerjoin(
@@ -476,6 +530,14 @@ def _rows_of(rows: Sequence[tuple], seqs: Sequence[int]) -> list[tuple]:
             wanted.discard(seq)
             found.append(row)
     return found
+
+
+def _earliest(column: sa.ColumnElement[int], records: Sequence[UsageRecord]) -> sa.ColumnElement[int]:
+    """The column's value, or the records' earliest start where that is earlier (or the column NULL)."""
+    if not records:
+        return column
+    first = min(record.start_unix_ns for record in records)
+    return sa.case((sa.or_(column.is_(None), column > first), first), else_=column)
 
 
 def _device_exists(connection: sa.Connection, device_id: str) -> bool:

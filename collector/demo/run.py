@@ -71,7 +71,8 @@ def _wait_for_sync(http_url: str, token: str, expected: int, timeout_s: float, *
     deadline = time.monotonic() + timeout_s
     last = -1
     while True:
-        report = _get_json(f"{http_url}/api/v1/costs?{query}", token)
+        # Until now: the demo's device has been in service for seconds, not a whole hour.
+        report = _get_json(f"{http_url}/api/v1/costs?{query}&until={time.time_ns()}", token)
         synced = report["total_inferences"]
         if synced != last:
             _say(f"  collector has {synced}/{expected} inference records", quiet=quiet)

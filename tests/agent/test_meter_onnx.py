@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,9 +270,24 @@ def test_a_metered_session_is_not_wrapped_twice(meter, tiny_session):
         meter.wrap_onnx(meter.wrap_onnx(tiny_session))
 
 
-def test_load_onnx_measures_what_loading_added_and_every_record_carries_it(meter, tmp_path):
-    # 32 MB of weights: loading them raises the process's RSS by at least that much, whatever
-    # memory the allocator had free before.
+def _load_and_run_twice(model_path: str, buffer_path: str) -> list[tuple[str, str, int, int]]:
+    """In a fresh process: load the model through a Meter, run it twice, and return each
+    record's (model, version, model_resident_bytes, peak_rss_bytes)."""
+    meter = Meter(buffer_path, start_thread=False)
+    try:
+        metered = meter.load_onnx(model_path, providers=["CPUExecutionProvider"], version="1")
+        for _ in range(2):
+            metered.run(None, {"x": np.ones((1, 2048), np.float32)})
+        meter.flush()
+    finally:
+        meter.close()
+    return [(r.model, r.model_version, r.memory.model_resident_bytes, r.memory.peak_rss_bytes)
+            for r in read_records(Path(buffer_path))]
+
+
+def test_load_onnx_measures_what_loading_added_and_every_record_carries_it(tmp_path):
+    # 32 MB of weights: loading them raises the process's RSS by at least that much. In a fresh
+    # process, so that no memory freed by earlier tests is there for the weights to reuse.
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -283,16 +300,13 @@ def test_load_onnx_measures_what_loading_added_and_every_record_carries_it(meter
     path = tmp_path / "big.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
 
-    metered = meter.load_onnx(path, providers=["CPUExecutionProvider"], version="1")
-    for _ in range(2):
-        metered.run(None, {"x": np.ones((1, 2048), np.float32)})
-    meter.flush()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        records = pool.apply(_load_and_run_twice, (str(path), str(tmp_path / "buffer.db")))
 
-    records = read_records(meter.buffer_path)
-    assert [(r.model, r.model_version) for r in records] == [("big", "1")] * 2
-    resident = {r.memory.model_resident_bytes for r in records}
+    assert [(model, version) for model, version, _, _ in records] == [("big", "1")] * 2
+    resident = {resident for _, _, resident, _ in records}
     assert len(resident) == 1 and resident.pop() >= 32 * 2**20
-    assert all(r.memory.peak_rss_bytes == 0 for r in records)  # the daemon samples those
+    assert all(peak_rss == 0 for _, _, _, peak_rss in records)  # the daemon samples those
 
 
 def test_wrap_onnx_refuses_a_bad_resident_size(meter, tiny_session):

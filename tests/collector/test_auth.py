@@ -14,7 +14,7 @@ import pytest
 from infermeter.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
 
 from collector import tokens
-from collector.auth import parse_bearer
+from collector.auth import GRPC_ROLES, HTTP_ROLES, parse_bearer
 from collector.http_api import OPENAPI_PATH
 from collector.store import Store, StoreUnavailable
 from tests.collector.helpers import (
@@ -26,28 +26,71 @@ from tests.collector.helpers import (
 )
 
 DOCUMENT = json.loads(OPENAPI_PATH.read_text())
-READS = ["/api/v1/costs", "/api/v1/devices"]
-WRITES = ["/api/v1/devices/edge-1/rotate", "/api/v1/devices/edge-1/revoke"]
-GRPC_READS = {"ListDevices": admin_pb2.ListDevicesRequest(), "GetCosts": admin_pb2.GetCostsRequest()}
+BOOK_EXAMPLE = DOCUMENT["paths"]["/api/v1/pricebooks"]["post"]["requestBody"]["content"]["application/json"]["example"]
+# Reads -> the status a token allowed to read gets (the explained record is not there: a 404,
+# not a 401 or 403, shows the token was accepted).
+READS = {
+    "/api/v1/costs": 200,
+    "/api/v1/devices": 200,
+    "/api/v1/devices/edge-1": 200,
+    "/api/v1/pricebooks": 200,
+    "/api/v1/pricebooks/1": 200,
+    "/api/v1/records/0123456789abcdef0123456789abcdef/1/explain": 404,
+    "/api/v1/exports/focus": 200,
+}
+# Writes -> the body they are sent with (valid: only the token stands in the way).
+WRITES = {
+    "/api/v1/devices/edge-1/rotate": None,
+    "/api/v1/devices/edge-1/revoke": None,
+    "/api/v1/devices": {"name": "edge-2"},
+    "/api/v1/pricebooks": BOOK_EXAMPLE,
+    "/api/v1/reprice": {},
+    "/api/v1/prune": {"before": "2001-01-01"},
+}
+GRPC_READS = {
+    "ListDevices": admin_pb2.ListDevicesRequest(),
+    "GetDevice": admin_pb2.GetDeviceRequest(name="edge-1"),
+    "GetCosts": admin_pb2.GetCostsRequest(),
+    "ListPriceBooks": admin_pb2.ListPriceBooksRequest(),
+    "GetPriceBook": admin_pb2.GetPriceBookRequest(id=1),
+    "ExplainRecord": admin_pb2.ExplainRecordRequest(stream_id="0123456789abcdef0123456789abcdef", seq=1),
+}
+# What a read allowed answers, where that is not OK.
+GRPC_READ_STATUS = {"ExplainRecord": grpc.StatusCode.NOT_FOUND}
 GRPC_WRITES = {
     "RotateDevice": admin_pb2.RotateDeviceRequest(name="edge-1"),
     "RevokeDevice": admin_pb2.RevokeDeviceRequest(name="edge-1"),
+    "AddDevice": admin_pb2.AddDeviceRequest(name="edge-2"),
+    "CreatePriceBook": admin_pb2.CreatePriceBookRequest(
+        effective_from_unix_ns=1_767_225_600 * 10**9, document_json=json.dumps(BOOK_EXAMPLE["book"])
+    ),
+    "Reprice": admin_pb2.RepriceRequest(),
+    "PruneRecords": admin_pb2.PruneRecordsRequest(before_unix_ns=978_307_200 * 10**9),
 }
 UNKNOWN_ADMIN_TOKEN = tokens.ADMIN_TOKEN_PREFIX + "A" * 43
 
 
-def http_call(base_url: str, path: str, authorizations: list[str]) -> tuple[int, dict, dict]:
+def http_call(
+    base_url: str, path: str, authorizations: list[str], method: str = "GET"
+) -> tuple[int, dict, dict | bytes]:
     """Send each of `authorizations` as its own Authorization header (none, one or several),
-    GET for reads and POST for writes; (status, headers, JSON body)."""
+    a POST with the write's body from WRITES; (status, headers, body: JSON decoded, or bytes
+    for a file)."""
     url = urllib.parse.urlsplit(base_url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    body = json.dumps(WRITES[path]).encode() if method == "POST" and WRITES[path] is not None else None
     try:
-        connection.putrequest("POST" if path in WRITES else "GET", path)
+        connection.putrequest(method, path)
         for value in authorizations:
             connection.putheader("Authorization", value)
-        connection.endheaders()
+        if body is not None:
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
         response = connection.getresponse()
-        return response.status, dict(response.headers), json.loads(response.read())
+        data = response.read()
+        json_body = response.headers.get("Content-Type", "").startswith("application/json")
+        return response.status, dict(response.headers), json.loads(data) if json_body else data
     finally:
         connection.close()
 
@@ -111,6 +154,7 @@ def refused_over_grpc(request, known_tokens) -> list[str]:
 
 def assert_unchanged(store: Store) -> None:
     assert [(d.name, d.revoked, d.rotating) for d in store.list_devices()] == [("edge-1", False, False)]
+    assert [book.id for book in store.list_price_books()] == [1]
 
 
 def assert_unauthenticated(status: int, headers: dict, body: dict) -> None:
@@ -123,9 +167,9 @@ def assert_unauthenticated(status: int, headers: dict, body: dict) -> None:
 # HTTP
 
 
-@pytest.mark.parametrize("path", READS + WRITES)
-def test_http_without_a_usable_admin_token_is_401(servers, store, refused, path):
-    status, headers, body = http_call(servers.http_url, path, refused)
+@pytest.mark.parametrize("method, path", [("GET", path) for path in sorted(READS)] + [("POST", path) for path in sorted(WRITES)])
+def test_http_without_a_usable_admin_token_is_401(servers, store, refused, method, path):
+    status, headers, body = http_call(servers.http_url, path, refused, method)
 
     assert_unauthenticated(status, headers, body)
     assert_unchanged(store)
@@ -139,17 +183,17 @@ def test_http_401_does_not_echo_the_token(servers, device):
     assert device.token not in device_body["message"] and "device token" in device_body["message"]
 
 
-@pytest.mark.parametrize("path", READS)
+@pytest.mark.parametrize("path", sorted(READS))
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
 def test_http_reads_are_open_to_viewers_and_admins(servers, device, viewer_token, admin_token, path, scheme):
     for token in (viewer_token, admin_token):
         status, _, body = http_call(servers.http_url, path, [f"{scheme} {token}"])
-        assert status == 200, body
+        assert status == READS[path], body
 
 
-@pytest.mark.parametrize("path", WRITES)
+@pytest.mark.parametrize("path", sorted(WRITES))
 def test_http_a_viewer_cannot_write(servers, store, device, viewer_token, path):
-    status, headers, body = http_call(servers.http_url, path, [f"Bearer {viewer_token}"])
+    status, headers, body = http_call(servers.http_url, path, [f"Bearer {viewer_token}"], "POST")
 
     assert status == 403, body
     assert body["code"] == "forbidden" and "admin role" in body["message"]
@@ -159,10 +203,10 @@ def test_http_a_viewer_cannot_write(servers, store, device, viewer_token, path):
 
 
 def test_http_an_admin_rotates_and_revokes(servers, store, device, admin_token):
-    status, _, rotated = http_call(servers.http_url, WRITES[0], [f"Bearer {admin_token}"])
+    status, _, rotated = http_call(servers.http_url, "/api/v1/devices/edge-1/rotate", [f"Bearer {admin_token}"], "POST")
     assert (status, rotated["name"], rotated["rotating"], rotated["revoked"]) == (200, "edge-1", True, False)
 
-    status, _, revoked = http_call(servers.http_url, WRITES[1], [f"Bearer {admin_token}"])
+    status, _, revoked = http_call(servers.http_url, "/api/v1/devices/edge-1/revoke", [f"Bearer {admin_token}"], "POST")
     assert (status, revoked["revoked"], revoked["rotating"]) == (200, True, False)
     assert store.authenticate(device.token).revoked
 
@@ -193,7 +237,7 @@ def test_grpc_without_a_usable_admin_token_is_unauthenticated(channel, store, re
 @pytest.mark.parametrize("method", sorted(GRPC_READS))
 def test_grpc_reads_are_open_to_viewers_and_admins(channel, device, viewer_token, admin_token, method):
     for token in (viewer_token, admin_token):
-        assert grpc_call(channel, method, [f"Bearer {token}"]) is grpc.StatusCode.OK
+        assert grpc_call(channel, method, [f"Bearer {token}"]) is GRPC_READ_STATUS.get(method, grpc.StatusCode.OK)
 
 
 @pytest.mark.parametrize("method", sorted(GRPC_WRITES))
@@ -224,6 +268,35 @@ def test_an_admin_token_cannot_push(channel, device, admin_token):
         )
 
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("path", ["/api/v1/devices", "/api/v1/pricebooks"])
+def test_http_an_admin_creates(servers, store, device, admin_token, path):
+    status, _, body = http_call(servers.http_url, path, [f"Bearer {admin_token}"], "POST")
+
+    assert status == 201, body
+    assert len(store.list_devices()) + len(store.list_price_books()) == 3
+
+
+@pytest.mark.parametrize("method", ["AddDevice", "CreatePriceBook"])
+def test_grpc_an_admin_creates(channel, store, device, admin_token, method):
+    assert grpc_call(channel, method, [f"Bearer {admin_token}"]) is grpc.StatusCode.OK
+    assert len(store.list_devices()) + len(store.list_price_books()) == 3
+
+
+def test_every_route_and_method_has_a_role_decided(store):
+    """A route or method missing from the tables would need the admin role by default; each is
+    named instead, the tables name nothing that is not served, and every write is tested above."""
+    from collector.http_api import make_app
+    from collector.server import ADMIN
+
+    routes = {route.name: route for route in make_app(store).router.routes()}
+    assert set(HTTP_ROLES) == set(routes)
+    assert set(GRPC_ROLES) == {method.name for method in ADMIN.methods}
+    http_writes = {name for name, role in HTTP_ROLES.items() if role == tokens.ADMIN}
+    assert {routes[name].method for name in http_writes} == {"POST"} and len(http_writes) == len(WRITES)
+    assert set(GRPC_READS) | set(GRPC_WRITES) == set(GRPC_ROLES)
+    assert {name for name, role in GRPC_ROLES.items() if role == tokens.ADMIN} == set(GRPC_WRITES)
 
 
 # A store that fails while the token is checked

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -248,11 +249,13 @@ def test_report_costs_json_is_the_http_apis_object(db, capsys):
 def test_report_costs_table(db, capsys):
     with_records(db).close()
 
-    code, out, _ = run(capsys, "report", "costs", "--group-by", "model,tag:project", "--since", "2026-01-01")
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model,tag:project", "--since", "2026-01-01",
+                       "--until", "2026-11-19")
 
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["model", "tag:project", "inferences", "cost"]
+    assert lines[0].split() == ["model", "tag:project", "inferences", "usage", "idle", "fixed", "total", "energy",
+                                "Wh", "total", "per", "1k"]
     assert [line.split()[:3] for line in lines[1:4]] == [["bert", "search", "3"], ["resnet50", "search", "3"], ["total", "6", lines[3].split()[2]]]
     assert "6 records" in lines[-1]
 
@@ -261,11 +264,14 @@ def test_report_costs_per_day_with_the_top_model_json_is_the_http_apis_object(db
     store = with_records(db)
     try:
         with ServersThread(store) as running:
-            http = http_get(f"{running.http_url}/api/v1/costs?group_by=model&granularity=day&top=1", store)
+            http = http_get(
+                f"{running.http_url}/api/v1/costs?group_by=model&granularity=day&top=1&until=2026-11-19", store
+            )
     finally:
         store.close()
 
-    code, out, _ = run(capsys, "report", "costs", "--group-by", "model", "--granularity", "day", "--top", "1", "--json")
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model", "--granularity", "day", "--top", "1",
+                       "--until", "2026-11-19", "--json")
 
     assert code == 0
     assert json.loads(out) == http
@@ -277,11 +283,12 @@ def test_report_costs_per_day_with_the_top_model_json_is_the_http_apis_object(db
 def test_report_costs_table_per_hour_with_the_rest_as_other(db, capsys):
     with_records(db).close()
 
-    code, out, _ = run(capsys, "report", "costs", "--group-by", "model", "--granularity", "hour", "--top", "1")
+    code, out, _ = run(capsys, "report", "costs", "--group-by", "model", "--granularity", "hour", "--top", "1",
+                       "--until", "2026-11-18T12:00:00Z")
 
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["period", "model", "inferences", "cost"]
+    assert lines[0].split()[:4] == ["period", "model", "inferences", "usage"]
     assert [line.split()[:4] for line in lines[1:3]] == [["2026-11-18", "11:00", "bert", "3"],
                                                          ["2026-11-18", "11:00", "(other)", "3"]]
     assert lines[3].split()[:2] == ["total", "6"]
@@ -372,6 +379,27 @@ def test_pricebook_add_json_and_toml(db, tmp_path, capsys):
     assert [book["currency"] for book in json.loads(out)["price_books"]] == ["USD", "EUR", "EUR"]
     code, out, _ = run(capsys, "admin", "pricebook", "list")
     assert "2026-07-01" in out
+    code, out, _ = run(capsys, "admin", "pricebook", "show", "3", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["id"], shown["currency"], shown["document"]["hardware"]["default"]["purchase"]) == (3, "EUR", "1300.00")
+    code, out, _ = run(capsys, "admin", "pricebook", "show", "3")
+    assert code == 0 and "1300.00" in out
+    code, _, err = run(capsys, "admin", "pricebook", "show", "99")
+    assert code == 2 and "99" in err
+
+
+def test_report_costs_usage_only_leaves_out_idle_capacity(db, capsys):
+    with_records(db).close()
+
+    code, out, _ = run(capsys, "report", "costs", "--until", "2026-11-18T12:00:00Z", "--json")
+    both = json.loads(out)
+    code, out, _ = run(capsys, "report", "costs", "--until", "2026-11-18T12:00:00Z", "--usage-only", "--json")
+    usage = json.loads(out)
+
+    assert code == 0
+    assert Decimal(both["idle_cost"]) > 0 and Decimal(usage["idle_cost"]) == 0
+    assert usage["total_cost"] == both["usage_cost"]
 
 
 @pytest.mark.parametrize(
@@ -430,25 +458,26 @@ def test_without_the_collector_extra_the_command_says_how_to_install_it(tmp_path
 
 
 def test_format_cost_report_aligns_columns():
+    zero = {"discount": "0", "idle_cost": "0", "fixed_cost": "0"}
     report = {
-        "group_by": ["model"], "currency": "USD", "total_cost": "1234.5678", "total_inferences": 3000,
-        "total_records": 3000,
+        "group_by": ["model"], "currency": "USD", "total_cost": "1334.5678", "total_inferences": 3000,
+        "total_records": 3000, "usage_cost": "1234.5678", "list_cost": "1234.5678", **zero, "idle_cost": "100",
         "groups": [
             {"key": ["tiny-mlp"], "inferences": 1000, "records": 1000, "cost": "1234.5", "compute_cost": "1234.5",
-             "energy_cost": "0", "energy_uj": 0, "duration_ns": 0, "cpu_time_ns": 0},
+             "energy_cost": "0", "energy_uj": 0, "duration_ns": 0, "cpu_time_ns": 0, **zero, "idle_cost": "100",
+             "total_cost": "1334.5"},
             {"key": [""], "inferences": 2000, "records": 2000, "cost": "0.0678", "compute_cost": "0.000001234567",
-             "energy_cost": "0.067798765433", "energy_uj": 1_800_000_000, "duration_ns": 0, "cpu_time_ns": 0},
+             "energy_cost": "0.067798765433", "energy_uj": 1_800_000_000, "duration_ns": 0, "cpu_time_ns": 0,
+             **zero, "total_cost": "0.0678"},
         ],
     }
 
     lines = format_cost_report(report).splitlines()
 
-    assert lines[0].split() == ["model", "inferences", "cost", "compute", "energy", "energy", "Wh", "per", "1k", "inferences"]
-    assert lines[1].split() == ["tiny-mlp", "1000", "1234.50", "1234.50", "0", "0", "1234.50"]
-    assert lines[2].split() == ["-", "2000", "0.06780", "0.000001235", "0.06780", "0.5000", "0.03390"]
-    assert lines[3].split() == ["total", "3000", "1234.57", "1234.50", "0.06780", "0.5000", "411.52"]
+    assert lines[0].split() == ["model", "inferences", "usage", "idle", "fixed", "total", "energy", "Wh", "total",
+                                "per", "1k"]
+    assert lines[1].split() == ["tiny-mlp", "1000", "1234.50", "100.00", "0", "1334.50", "0", "1334.50"]
+    assert lines[2].split() == ["-", "2000", "0.06780", "0", "0", "0.06780", "0.5000", "0.03390"]
+    assert lines[3].split() == ["total", "3000", "1234.57", "100.00", "0", "1334.57", "0.5000", "444.86"]
     assert len({len(line) for line in lines[:4]}) == 1  # right-aligned numbers: equal widths
-    assert lines[4] == (
-        "3000 records; amounts in USD (--json for every digit);"
-        " - is no value: idle energy has no model, and a record may lack a tag"
-    )
+    assert lines[4] == "3000 records; amounts in USD (--json for every digit); - is no value: a record may lack a tag"

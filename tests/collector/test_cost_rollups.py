@@ -109,7 +109,7 @@ def test_ingest_keeps_the_roll_ups_equal_to_the_sums_of_the_stored_records(fleet
     rollups = stored_rollups(fleet)
 
     assert rollups == recomputed_rollups(fleet)
-    assert sum(row[ROLLUP_COLUMNS.index("records")] for row in rollups) == fleet.costs().total_records == 900
+    assert sum(row[ROLLUP_COLUMNS.index("records")] for row in rollups) == fleet.costs(period_costs=False, ).total_records == 900
     # Each roll-up row is an hour of a device's group; the group's tag set in one key order.
     assert len(rollups) < 900
     assert all(row[0] % HOUR_NS == 0 for row in rollups)
@@ -139,7 +139,7 @@ def test_sums_carry_from_the_low_part_to_the_high_part_exactly(store):
     assert (row[ROLLUP_COLUMNS.index("count_hi")], row[ROLLUP_COLUMNS.index("count_lo")]) == divmod(
         5 * (ROLLUP_SPLIT - 1 + 2**62), ROLLUP_SPLIT
     )
-    assert store.costs().total_inferences == 5 * (ROLLUP_SPLIT - 1 + 2**62)
+    assert store.costs(period_costs=False, ).total_inferences == 5 * (ROLLUP_SPLIT - 1 + 2**62)
 
 
 def test_one_tag_set_in_two_key_orders_is_one_roll_up_group(store):
@@ -166,7 +166,7 @@ def test_any_sequence_of_batches_keeps_the_roll_ups_exact(tmp_path_factory, seed
             store.ingest(device.device_id, STREAM_ID, REPORTED, batch)
 
         assert stored_rollups(store) == recomputed_rollups(store)
-        assert store.costs().total_records == 120
+        assert store.costs(period_costs=False, ).total_records == 120
 
 
 # Filled by the migration
@@ -176,7 +176,7 @@ def test_the_migration_fills_the_roll_ups_from_the_records_stored_before(store_u
     with Store.open(store_url) as store:
         fill(store, seed=5, count=60)
         made_by_ingest = stored_rollups(store)
-        report = store.costs(group_by=("model", "device", "tag:project"), granularity="day")
+        report = store.costs(period_costs=False, group_by=("model", "device", "tag:project"), granularity="day")
         with transaction(store.engine, write=True) as connection:
             command.downgrade(alembic_config(connection), "0002")
         with store.engine.connect() as connection:
@@ -185,7 +185,7 @@ def test_the_migration_fills_the_roll_ups_from_the_records_stored_before(store_u
         migrate(store.engine)
 
         assert stored_rollups(store) == made_by_ingest
-        assert store.costs(group_by=("model", "device", "tag:project"), granularity="day") == report
+        assert store.costs(period_costs=False, group_by=("model", "device", "tag:project"), granularity="day") == report
 
 
 # Read by reports
@@ -262,8 +262,8 @@ def group_sums(report: CostReport) -> dict[tuple, list[int]]:
 @settings(max_examples=150, deadline=None)
 @given(query=QUERIES)
 def test_a_report_from_the_roll_ups_is_the_report_from_every_record(fleet, stored, query):
-    from_rollups = fleet.costs(**query)
-    from_records = fleet.costs(**query, from_records=True)
+    from_rollups = fleet.costs(period_costs=False, **query)
+    from_records = fleet.costs(period_costs=False, **query, from_records=True)
 
     assert from_rollups == from_records
     expected = expected_sums(stored, query)
@@ -282,13 +282,13 @@ def test_a_range_on_whole_hours_is_read_from_the_roll_ups_alone(store):
     device = store.add_device("edge-1")
     store.ingest(device.device_id, STREAM_ID, REPORTED, [make_record(seq) for seq in range(1, 11)])
     hour = make_record(1).start_unix_ns // HOUR_NS * HOUR_NS
-    before = store.costs(group_by=("model", "device", "tag:project"), since_unix_ns=hour, until_unix_ns=hour + HOUR_NS)
+    before = store.costs(period_costs=False, group_by=("model", "device", "tag:project"), since_unix_ns=hour, until_unix_ns=hour + HOUR_NS)
     with transaction(store.engine, write=True) as connection:
         connection.exec_driver_sql("DELETE FROM records")
 
-    assert store.costs(group_by=("model", "device", "tag:project"), since_unix_ns=hour,
+    assert store.costs(period_costs=False, group_by=("model", "device", "tag:project"), since_unix_ns=hour,
                        until_unix_ns=hour + HOUR_NS) == before
     assert before.total_records == 10
-    assert store.costs(from_records=True).total_records == 0
+    assert store.costs(period_costs=False, from_records=True).total_records == 0
     # A range that ends inside the hour reads that part from the records.
-    assert store.costs(since_unix_ns=hour, until_unix_ns=hour + 1).total_records == 0
+    assert store.costs(period_costs=False, since_unix_ns=hour, until_unix_ns=hour + 1).total_records == 0

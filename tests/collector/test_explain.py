@@ -90,6 +90,7 @@ def test_a_record_is_explained_component_by_component(db):
         },
         "total": {"picos": 541_004_994, "cost": "0.000541004994"},
         "note": "",
+        "discount": None,
         "matches_stored": True,
     }
 
@@ -133,7 +134,7 @@ def test_report_explain_prints_the_derivation(db, capsys):
         "tokens   model resnet50 (book entry resnet50): 1000 in x 0.05 + 500 out x 0.08 per 1M",
         "         exact 90000000 picos -> 90000000 picos = 0.000090000000",
         "requests 1 x 0.000001: exact 1000000 picos -> 1000000 picos = 0.000001000000",
-        "total    541004994 picos = 0.000541004994 USD",
+        "total    541004994 picos = 0.000541004994 USD (list cost)",
     ]
 
 

@@ -130,6 +130,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def usage(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of the records (not of idle, fixed costs or discounts)."""
+    return [row for row in rows if row["x_CostKind"] == "usage"]
+
+
 def total(rows: list[dict[str, str]], column: str) -> Decimal:
     return sum((Decimal(row[column]) for row in rows), Decimal(0))
 
@@ -139,14 +144,15 @@ def total(rows: list[dict[str, str]], column: str) -> Decimal:
 
 def test_rows_are_per_hour_device_model_version_kind_tags_and_price(capsys, tmp_path, fleet):
     export(capsys, fleet, tmp_path / "focus.csv")
-    rows = read_csv(tmp_path / "focus.csv")
+    rows = usage(read_csv(tmp_path / "focus.csv"))
 
     keys = [(row["ChargePeriodStart"], row["x_Device"], row["x_Model"], row["x_ModelVersion"], row["x_RecordKind"],
              row["Tags"], row["SkuPriceId"]) for row in rows]
     assert len(keys) == len(set(keys))
     # Per device: 3 hours x 3 inference rows (resnet50 3 with either tag order is one row),
-    # plus 2 for the second hour's later records (another price book), idle, roll-up and span.
-    assert len(rows) == 3 * (3 * 3 + 2 + 1 + 1 + 1)
+    # plus 2 for the second hour's later records (another price book), roll-up and span (idle
+    # energy is in the idle rows).
+    assert len(rows) == 3 * (3 * 3 + 2 + 1 + 1)
     first = [row for row in rows if row["x_Device"] == "edge-1" and row["ChargePeriodStart"] == rfc3339(H0)]
     search = next(row for row in first if row["x_Model"] == "resnet50" and row["x_ModelVersion"] == "3")
     assert search["Tags"] == '{"project":"search","user":"alice"}'
@@ -170,12 +176,27 @@ def test_rows_are_per_hour_device_model_version_kind_tags_and_price(capsys, tmp_
     assert sites == {"edge-1": ("lab", "jetson/lab"), "edge-2": ("default", "m5.xlarge/default"),
                      "edge-3": ("paris", "default/paris")}
     kinds = {row["x_RecordKind"]: row for row in rows if row["x_Device"] == "edge-2"}
-    assert kinds["idle"]["ConsumedQuantity"] == "0.0" and kinds["idle"]["x_Model"] == ""
-    assert kinds["idle"]["ChargeDescription"].startswith("Idle energy of device edge-2")
+    assert "idle" not in kinds
     assert kinds["rollup"]["x_Inferences"] == "50"
     assert kinds["span"]["ChargeDescription"] == "Metered span my-llm on device edge-2"
     books = {row["SkuPriceId"].partition("/")[0] for row in rows if row["ChargePeriodStart"] == rfc3339(H1)}
     assert len(books) == 2
+
+
+def test_idle_capacity_and_energy_are_rows_of_their_own_per_day_device_and_model(capsys, tmp_path, fleet):
+    export(capsys, fleet, tmp_path / "focus.csv", "--until", str(H3))
+    rows = [row for row in read_csv(tmp_path / "focus.csv") if row["x_CostKind"] != "usage"]
+
+    assert {row["x_CostKind"] for row in rows} == {"idle"}  # the book has no fixed costs or discounts
+    report = fleet.costs(group_by=("device", "site", "model", "version"), granularity="day", until_unix_ns=H3)
+    idle = defaultdict(Decimal)
+    for row in rows:
+        assert (row["ChargeCategory"], row["ChargeFrequency"]) == ("Usage", "Usage-Based")
+        assert row["BilledCost"] == row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"]
+        assert row["ChargeDescription"].startswith(f"Idle capacity and idle energy of device {row['x_Device']}")
+        assert row["ResourceName"] == row["x_Device"] and row["x_RecordKind"] == ""
+        idle[row["x_Device"], row["RegionId"], row["x_Model"], row["x_ModelVersion"]] += Decimal(row["BilledCost"])
+    assert idle == {group.key: group.idle_cost for group in report.groups}
 
 
 def test_billed_cost_adds_up_to_report_costs_to_the_pico(capsys, tmp_path, fleet):
@@ -184,12 +205,14 @@ def test_billed_cost_adds_up_to_report_costs_to_the_pico(capsys, tmp_path, fleet
         args = [*(["--since", str(since)] if since is not None else []),
                 *(["--until", str(until)] if until is not None else [])]
         summary = export(capsys, fleet, tmp_path / "focus.csv", *args)
-        rows = read_csv(tmp_path / "focus.csv")
+        every = read_csv(tmp_path / "focus.csv")
+        rows = usage(every)
         report = fleet.costs(since_unix_ns=since, until_unix_ns=until)
 
-        assert total(rows, "BilledCost") == total(rows, "EffectiveCost") == report.total_cost
+        assert total(every, "BilledCost") == total(every, "EffectiveCost") == report.total_cost
+        assert total(rows, "BilledCost") == report.list_cost
         assert Decimal(summary["billed_cost"]) == report.total_cost and summary["currency"] == report.currency
-        assert summary["rows"] == len(rows)
+        assert summary["rows"] == len(every)
         assert summary["records"] == sum(int(row["x_Records"]) for row in rows) == report.total_records
         assert sum(int(row["x_Inferences"]) for row in rows) == report.total_inferences
         by_group = fleet.costs(group_by=("model", "device", "tag:project"), since_unix_ns=since, until_unix_ns=until)
@@ -199,7 +222,8 @@ def test_billed_cost_adds_up_to_report_costs_to_the_pico(capsys, tmp_path, fleet
             for i, column in enumerate(("BilledCost", "x_ComputeCost", "x_EnergyCost")):
                 sums[key][i] += Decimal(row[column])
         assert {key: tuple(value) for key, value in sums.items()} == {
-            group.key: (group.cost, group.compute_cost, group.energy_cost) for group in by_group.groups
+            group.key: (group.list_cost, group.compute_cost, group.energy_cost)
+            for group in by_group.groups if group.records
         }
         energy = sum(Decimal(row["x_EnergyJoules"]) for row in rows)
         assert energy * 10**6 == sum(group.energy_uj for group in by_group.groups)
@@ -296,6 +320,31 @@ def test_csv_passes_the_focus_validator(capsys, tmp_path, sqlite_fleet, monkeypa
     assert validator_failures(view, monkeypatch) == set()
 
 
+def test_fixed_cost_purchases_and_discount_credits_pass_the_validator_and_add_up(capsys, tmp_path, monkeypatch):
+    with Store.open(f"sqlite:///{tmp_path / 'fleet.db'}") as store:
+        fill(store)
+        store.add_price_book({
+            **DEARER, "idle": {"policy": "bucket"},
+            "monthly": {"support": {"amount": "300"}, "storage": {"amount": "30", "device": "edge-2"}},
+            "discounts": {"all": {"tiers": [{"from": "0", "percent_off": "20"}]}},
+        }, effective_from_unix_ns=MIN_START_UNIX_NS + 1)
+        summary = export(capsys, store, tmp_path / "focus.csv", "--until", str(H3))
+        report = store.costs(until_unix_ns=H3)
+
+    rows = read_csv(tmp_path / "focus.csv")
+    by_kind = defaultdict(list)
+    for row in rows:
+        by_kind[row["x_CostKind"]].append(row)
+    assert {row["ChargeCategory"] for row in by_kind["fixed"]} == {"Purchase"}
+    assert {row["ChargeCategory"] for row in by_kind["discount"]} == {"Credit"}
+    assert all(Decimal(row["BilledCost"]) < 0 and Decimal(row["ListCost"]) == 0 for row in by_kind["discount"])
+    assert -total(by_kind["discount"], "BilledCost") == report.discount > 0
+    assert total(by_kind["fixed"], "BilledCost") == report.fixed_cost > 0
+    assert total(rows, "BilledCost") == Decimal(summary["billed_cost"]) == report.total_cost
+    view = validators_view_csv(tmp_path / "focus.csv", tmp_path / "view.csv")
+    assert validator_failures(view, monkeypatch) == set()
+
+
 def test_parquet_holds_the_csv_values_exactly_and_passes_the_validator_but_for_decimals(
     capsys, tmp_path, sqlite_fleet, monkeypatch
 ):
@@ -334,7 +383,8 @@ def test_progress_lines_go_to_stderr(capsys, tmp_path, sqlite_fleet):
     rows = len(read_csv(tmp_path / "f.csv"))
     lines = err.splitlines()
     assert len(lines) == rows // 10 and lines[0].startswith("infermeter: export focus: 10 rows (")
-    assert out.startswith(f"wrote {rows} FOCUS 1.2 rows ({3 * len(records_of(1))} records, 0.")
+    # The idle energy records are priced in the idle rows, with the capacity no record used.
+    assert out.startswith(f"wrote {rows} FOCUS 1.2 rows ({3 * (len(records_of(1)) - 1)} records, ")
     assert out.endswith(f" EUR billed) to {tmp_path / 'f.csv'}\n")
 
 

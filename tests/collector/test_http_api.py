@@ -22,6 +22,7 @@ from collector.params import QueryError, parse_time_ns
 from collector.store import Store, StoreUnavailable
 from tests.collector.helpers import (
     START_UNIX_NS,
+    STREAM_ID,
     ServersThread,
     bearer,
     bearer_metadata,
@@ -109,7 +110,8 @@ def test_an_unusable_store_is_503_json(tmp_path):
 
 
 def test_costs_grouped_with_exact_money(get, pushed):
-    status, _, body = get("/api/v1/costs?group_by=model,device,tag:project")
+    # Until the end of the records' hour: the device's idle capacity then is shared by the groups.
+    status, _, body = get("/api/v1/costs?group_by=model,device,tag:project&until=2026-11-18T12:00:00Z")
 
     assert status == 200
     assert documented_errors("/api/v1/costs", 200, body) == []
@@ -118,7 +120,12 @@ def test_costs_grouped_with_exact_money(get, pushed):
         ("bert", "edge-1", "ads"), ("bert", "edge-1", "search"), ("resnet50", "edge-1", "ads"), ("resnet50", "edge-1", "search"),
     ]
     assert (body["total_records"], body["total_inferences"]) == (4, 4)
-    assert Decimal(body["total_cost"]) == sum(Decimal(g["cost"]) for g in body["groups"])
+    assert Decimal(body["total_cost"]) == sum(Decimal(g["total_cost"]) for g in body["groups"])
+    assert Decimal(body["usage_cost"]) == sum(Decimal(g["cost"]) for g in body["groups"])
+    assert all(Decimal(g["idle_cost"]) > 0 for g in body["groups"])
+    status, _, usage = get("/api/v1/costs?group_by=model,device,tag:project&usage_only=true")
+    assert status == 200 and documented_errors("/api/v1/costs", 200, usage) == []
+    assert Decimal(usage["total_cost"]) == Decimal(body["usage_cost"]) and usage["idle_cost"] == "0.000000000000"
 
 
 @pytest.mark.parametrize(
@@ -174,7 +181,7 @@ def test_costs_bad_parameters_are_400_json(get, query, code, field):
 
 
 def test_costs_per_day_with_the_top_model_and_the_rest(get, pushed):
-    status, _, body = get("/api/v1/costs?group_by=model&granularity=day&top=1")
+    status, _, body = get("/api/v1/costs?group_by=model&granularity=day&top=1&until=2026-11-18T12:00:00Z")
 
     assert status == 200, body
     assert documented_errors("/api/v1/costs", 200, body) == []
@@ -183,12 +190,12 @@ def test_costs_per_day_with_the_top_model_and_the_rest(get, pushed):
     assert [(g["period"], g["key"], g["other"], g["records"]) for g in body["groups"]] == [
         ("2026-11-18T00:00:00Z", ["bert"], False, 2), ("2026-11-18T00:00:00Z", [], True, 2),
     ]
-    assert Decimal(body["total_cost"]) == sum(Decimal(g["cost"]) for g in body["groups"])
+    assert Decimal(body["total_cost"]) == sum(Decimal(g["total_cost"]) for g in body["groups"])
 
 
 @pytest.mark.parametrize("granularity", ["hour", "day", "month"])
 def test_costs_periods_are_documented(get, pushed, granularity):
-    status, _, body = get(f"/api/v1/costs?granularity={granularity}&since=2026-11-18T11:00:00Z")
+    status, _, body = get(f"/api/v1/costs?granularity={granularity}&since=2026-11-18T11:00:00Z&until=2026-11-18T12:00:00Z")
 
     assert status == 200, body
     assert documented_errors("/api/v1/costs", 200, body) == []
@@ -327,14 +334,17 @@ def test_the_document_lists_exactly_the_routes_served(store):
 def test_the_documents_examples_match_its_schemas():
     checked = 0
     for path, operations in DOCUMENT["paths"].items():
-        for method, operation in operations.items():
+        for operation in operations.values():
             for status, response in operation["responses"].items():
-                response = resolve(DOCUMENT, response)
-                content = response["content"]["application/json"]
+                content = resolve(DOCUMENT, response)["content"].get("application/json", {})
                 if "example" in content:
                     assert schema_errors(content["example"], content["schema"], DOCUMENT) == [], (path, status)
                     checked += 1
-    assert checked >= 5
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if "example" in body:
+                assert schema_errors(body["example"], body["schema"], DOCUMENT) == [], (path, "request")
+                checked += 1
+    assert checked >= 20
 
 
 def test_the_document_is_openapi_3():
@@ -358,3 +368,361 @@ def test_the_document_says_which_token_each_route_needs(store):
         assert (operation.get("security") == []) == (needed is PUBLIC), route.name
         assert ("401" in operation["responses"]) == (needed is not PUBLIC), route.name
         assert ("403" in operation["responses"]) == (needed == tokens.ADMIN), route.name
+
+
+# Writes and the other operators' routes (the same operations as the gRPC Admin service and
+# the `infermeter admin` / `report` / `export` commands).
+
+
+def send(url: str, method: str = "POST", *, token: str, body: object = None, data: bytes | None = None,
+         content_type: str = "application/json") -> tuple[int, dict, object]:
+    """A request with a JSON body (`body`) or raw bytes (`data`); (status, headers, JSON body)."""
+    if body is not None:
+        data = json.dumps(body).encode()
+    headers = {**bearer(token), **({"Content-Type": content_type} if data is not None else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.load(err)
+
+
+@pytest.fixture
+def post(servers, admin_token):
+    """POST a JSON body (or raw bytes) to a path with an admin token."""
+    return lambda path, body=None, **kwargs: send(f"{servers.http_url}{path}", token=admin_token, body=body, **kwargs)
+
+
+BOOK = DOCUMENT["paths"]["/api/v1/pricebooks"]["post"]["requestBody"]["content"]["application/json"]["example"]["book"]
+
+
+def test_add_device_shows_its_token_once(post, get, store):
+    status, _, body = post("/api/v1/devices", {"name": "edge-7", "profile": "jetson-orin", "site": "lab"})
+
+    assert status == 201, body
+    assert documented_errors("/api/v1/devices", 201, body, "post") == []
+    device = body["device"]
+    assert (device["name"], device["profile"], device["site"], device["records"], device["last_seen_unix_ns"]) == (
+        "edge-7", "jetson-orin", "lab", 0, 0)
+    assert store.authenticate(body["token"]).device_id == device["device_id"]
+    assert get("/api/v1/devices/edge-7")[2] == device
+    assert body["token"] not in json.dumps(get("/api/v1/devices")[2])
+
+
+def test_add_device_defaults_profile_and_site(post):
+    status, _, body = post("/api/v1/devices", {"name": "edge-7"})
+
+    assert (status, body["device"]["profile"], body["device"]["site"]) == (201, "default", "default")
+
+
+def test_add_device_with_a_taken_name_is_409(post, store):
+    store.add_device("edge-7")
+
+    status, _, body = post("/api/v1/devices", {"name": "edge-7"})
+
+    assert (status, body["code"], body["field"]) == (409, "conflict", "name")
+    assert documented_errors("/api/v1/devices", 409, body, "post") == []
+    assert [d.name for d in store.list_devices()] == ["edge-7"]
+
+
+@pytest.mark.parametrize("kwargs, status, code, field", [
+    ({"body": {"name": "edge 7"}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": "../etc"}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": "x" * 65}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": ""}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": 7}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": True}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": ["edge-7"]}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": "edge-7", "profile": "a/b"}}, 400, "invalid_parameter", "profile"),
+    ({"body": {"name": "edge-7", "site": "\u0000"}}, 400, "invalid_parameter", "site"),
+    ({"body": {"name": "edge-7", "colour": "red"}}, 400, "unknown_field", "colour"),
+    ({"body": {}}, 400, "missing_field", "name"),
+    ({"body": {"name": None}}, 400, "invalid_parameter", "name"),
+    ({"body": {"name": "edge-7", "site": None}}, 400, "invalid_parameter", "site"),
+    ({"body": ["edge-7"]}, 400, "invalid_body", None),
+    ({"body": "edge-7"}, 400, "invalid_body", None),
+    ({"data": b""}, 400, "invalid_body", None),
+    ({"data": b"{name: edge-7}"}, 400, "invalid_body", None),
+    ({"data": b'{"name": NaN}'}, 400, "invalid_body", None),
+    ({"data": b'{"name": Infinity}'}, 400, "invalid_body", None),
+    ({"data": b'{"name": "edge-7"} trailing'}, 400, "invalid_body", None),
+    ({"data": b'{"name": "\xff"}'}, 400, "invalid_body", None),
+    ({"data": b'{"name": ' + b"9" * 5000 + b"}"}, 400, "invalid_body", None),
+    ({"data": b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"}, 400, "invalid_body", None),
+    ({"data": b'{"name": ' + b"[" * 40 + b"]" * 40 + b"}"}, 400, "invalid_body", None),
+    ({"data": b'{"name": "edge-7"}', "content_type": "text/plain"}, 415, "unsupported_media_type", "Content-Type"),
+    ({"data": b'name=edge-7', "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", "Content-Type"),
+    ({"data": b'{"name": "' + b"x" * (2 << 20) + b'"}'}, 413, "too_large", None),
+])
+def test_add_device_bad_body_is_4xx_and_changes_nothing(post, store, kwargs, status, code, field):
+    answer, _, body = post("/api/v1/devices", **kwargs)
+
+    assert (answer, body["code"], body["field"]) == (status, code, field), body
+    assert body["message"]
+    assert documented_errors("/api/v1/devices", status, body, "post") == []
+    assert store.list_devices() == []
+
+
+def test_get_device(get, pushed):
+    status, _, body = get("/api/v1/devices/edge-1")
+
+    assert status == 200
+    assert documented_errors("/api/v1/devices/{name}", 200, body) == []
+    assert (body["name"], body["records"]) == ("edge-1", 4)
+    assert body["last_seen_unix_ns"] >= body["created_unix_ns"] > 0
+    assert get(f"/api/v1/devices/{body['device_id']}")[2] == body
+
+
+@pytest.mark.parametrize("name, status", [("edge-9", 404), ("edge%201", 400), ("x" * 65, 400)])
+def test_get_device_not_there(get, pushed, name, status):
+    answer, _, body = get(f"/api/v1/devices/{name}")
+
+    assert (answer, body["field"]) == (status, "name")
+    assert documented_errors("/api/v1/devices/{name}", status, body) == []
+
+
+def test_price_books_create_list_and_show(post, get):
+    status, _, created = post("/api/v1/pricebooks", {"effective_from": "2026-01-01T00:00:00Z", "book": BOOK})
+
+    assert status == 201, created
+    assert documented_errors("/api/v1/pricebooks", 201, created, "post") == []
+    assert (created["effective_from_unix_ns"], created["currency"]) == (1_767_225_600 * 10**9, "USD")
+    status, _, listed = get("/api/v1/pricebooks")
+    assert status == 200 and documented_errors("/api/v1/pricebooks", 200, listed) == []
+    assert [book["id"] for book in listed["price_books"]] == [1, created["id"]]
+    assert listed["price_books"][-1] == created
+    status, _, shown = get(f"/api/v1/pricebooks/{created['id']}")
+    assert status == 200 and documented_errors("/api/v1/pricebooks/{id}", 200, shown) == []
+    assert shown == {**created, "document": BOOK}
+
+
+def test_price_book_effective_from_may_be_unix_ns(post):
+    status, _, created = post("/api/v1/pricebooks", {"effective_from": 1_767_225_600 * 10**9, "book": BOOK})
+
+    assert (status, created["effective_from_unix_ns"]) == (201, 1_767_225_600 * 10**9)
+
+
+@pytest.mark.parametrize("body, code, field", [
+    ({"effective_from": "2026-01-01", "book": {**BOOK, "currency": "usd"}}, "invalid_parameter", "book.currency"),
+    ({"effective_from": "2026-01-01", "book": {**BOOK, "hardware": {"default": {**BOOK["hardware"]["default"], "purchase": 1200.0}}}},
+     "invalid_parameter", "book.hardware.default.purchase"),
+    ({"effective_from": "2026-01-01", "book": {**BOOK, "colour": "red"}}, "invalid_parameter", "book.colour"),
+    ({"effective_from": "2026-01-01", "book": {}}, "invalid_parameter", "book.currency"),
+    ({"effective_from": "2026-01-01", "book": []}, "invalid_parameter", "book"),
+    ({"effective_from": "2026-01-01", "book": "{}"}, "invalid_parameter", "book"),
+    ({"effective_from": "1999-12-31", "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"effective_from": "2100-01-01", "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"effective_from": "yesterday", "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"effective_from": -1, "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"effective_from": 2**63, "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"effective_from": 1.7e18, "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"effective_from": True, "book": BOOK}, "invalid_parameter", "effective_from"),
+    ({"book": BOOK}, "missing_field", "effective_from"),
+    ({"effective_from": "2026-01-01"}, "missing_field", "book"),
+    ({"effective_from": "2026-01-01", "book": BOOK, "id": 9}, "unknown_field", "id"),
+])
+def test_a_bad_price_book_is_400_naming_the_field_and_adds_nothing(post, store, body, code, field):
+    status, _, answer = post("/api/v1/pricebooks", body)
+
+    assert (status, answer["code"], answer["field"]) == (400, code, field), answer
+    assert documented_errors("/api/v1/pricebooks", 400, answer, "post") == []
+    assert len(store.list_price_books()) == 1
+
+
+@pytest.mark.parametrize("book_id, status", [("2", 404), ("9223372036854775807", 404), ("0", 400), ("-1", 400),
+                                            ("abc", 400), ("1.0", 400), ("99999999999999999999", 400)])
+def test_a_price_book_not_there(get, book_id, status):
+    answer, _, body = get(f"/api/v1/pricebooks/{book_id}")
+
+    assert (answer, body["field"]) == (status, "id")
+    assert documented_errors("/api/v1/pricebooks/{id}", status, body) == []
+
+
+def test_explain_says_what_the_cli_says(get, pushed, store):
+    status, _, body = get(f"/api/v1/records/{STREAM_ID}/2/explain")
+
+    assert status == 200, body
+    assert documented_errors("/api/v1/records/{stream_id}/{seq}/explain", 200, body) == []
+    assert body == store.explain_record(STREAM_ID, 2)
+    assert body["matches_stored"] and body["record"]["seq"] == 2
+    assert get(f"/api/v1/records/{STREAM_ID}/2/explain?device=edge-1")[2] == body
+
+
+@pytest.mark.parametrize("path, status, field", [
+    (f"{STREAM_ID}/9/explain", 404, "seq"),
+    (f"{STREAM_ID}/2/explain?device=edge-2", 404, "seq"),
+    (f"{STREAM_ID[:-1]}/2/explain", 404, "seq"),
+    (f"{STREAM_ID}/9223372036854775808/explain", 400, "seq"),
+    (f"{STREAM_ID}/-1/explain", 400, "seq"),
+    (f"{STREAM_ID}/2/explain?device=../x", 400, "device"),
+    ("%01/2/explain", 400, "stream_id"),
+    (f"{'x' * 129}/2/explain", 400, "stream_id"),
+])
+def test_explain_of_a_record_not_there(get, pushed, path, status, field):
+    answer, _, body = get(f"/api/v1/records/{path}")
+
+    assert (answer, body["field"]) == (status, field), body
+    assert documented_errors("/api/v1/records/{stream_id}/{seq}/explain", status, body) == []
+
+
+def export(servers, token: str, query: str = "") -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(f"{servers.http_url}/api/v1/exports/focus{query}", headers=bearer(token))
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_export_focus_csv_is_the_cli_file(servers, viewer_token, pushed, store, tmp_path):
+    from collector.focus_files import export_focus
+
+    status, headers, data = export(servers, viewer_token, "?since=2026-11-18&until=2026-11-19")
+    export_focus(store.engine, tmp_path / "cli.csv", file_format="csv", since_unix_ns=parse_time_ns("2026-11-18", field="since"),
+                 until_unix_ns=parse_time_ns("2026-11-19", field="until"))
+
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/csv")
+    assert headers["Content-Disposition"] == 'attachment; filename="focus.csv"'
+    assert data == (tmp_path / "cli.csv").read_bytes()
+    assert data.count(b"\n") > 1
+
+
+def test_export_focus_parquet(servers, viewer_token, pushed):
+    pytest.importorskip("pyarrow")
+
+    status, headers, data = export(servers, viewer_token, "?format=parquet")
+
+    assert (status, headers["Content-Type"]) == (200, "application/vnd.apache.parquet")
+    assert data[:4] == data[-4:] == b"PAR1"
+
+
+def test_export_focus_parquet_without_pyarrow_says_so(servers, viewer_token, monkeypatch):
+    from collector import admin_ops
+
+    monkeypatch.setattr(admin_ops, "parquet_installed", lambda: False)
+
+    status, _, data = export(servers, viewer_token, "?format=parquet")
+
+    body = json.loads(data)
+    assert (status, body["code"], body["field"]) == (400, "invalid_parameter", "format")
+    assert "pyarrow" in body["message"]
+
+
+@pytest.mark.parametrize("query, field", [
+    ("?format=xml", "format"), ("?format=CSV", "format"), ("?since=2026-12-01&until=2026-11-01", "since"),
+    ("?until=yesterday", "until"), ("?org=acme", "org"),
+])
+def test_export_focus_bad_query_is_400(servers, viewer_token, query, field):
+    status, _, data = export(servers, viewer_token, query)
+
+    body = json.loads(data)
+    assert (status, body["field"]) == (400, field)
+    assert documented_errors("/api/v1/exports/focus", 400, body) == []
+
+
+# Re-pricing and retention, on a collector whose clock reads 2026-12-01 (pruning keeps the last
+# day's raw records, so the records of 2026-11-18 may be pruned).
+
+DECEMBER_UNIX_NS = 1_796_083_200 * 10**9  # 2026-12-01T00:00:00Z
+
+
+@pytest.fixture
+def december(tmp_path):
+    """(servers, store, admin token) over a store whose clock reads 2026-12-01, after edge-1
+    pushed four records on 2026-11-18."""
+    store = Store.open(f"sqlite:///{tmp_path / 'december.db'}", clock=lambda: DECEMBER_UNIX_NS)
+    try:
+        token = store.add_admin_token(tokens.ADMIN).token
+        device = store.add_device("edge-1")
+        with ServersThread(store) as running:
+            with grpc.insecure_channel(running.grpc_address) as channel:
+                ingest_pb2_grpc.IngestStub(channel).Push(
+                    push_request([make_record(seq) for seq in range(1, 5)]), metadata=bearer_metadata(device.token),
+                    timeout=10,
+                )
+            yield running, store, token
+    finally:
+        store.close()
+
+
+def usage_cost(store: Store) -> Decimal:
+    """What the stored records cost (the groups' costs: idle capacity has groups of its own,
+    which cost nothing here)."""
+    return sum((group.cost for group in store.costs().groups), Decimal(0))
+
+
+def test_reprice_after_a_book_for_the_past(december):
+    servers, store, token = december
+    before = usage_cost(store)
+    costly = {**BOOK, "hardware": {"default": {**BOOK["hardware"]["default"], "purchase": "12000.00"}}}
+    assert send(f"{servers.http_url}/api/v1/pricebooks", token=token,
+                body={"effective_from": "2026-01-01", "book": costly})[0] == 201
+
+    status, _, body = send(f"{servers.http_url}/api/v1/reprice", token=token, body={"device": "edge-1"})
+
+    assert status == 200, body
+    assert documented_errors("/api/v1/reprice", 200, body, "post") == []
+    assert (body["records"], body["changed"], body["currency"]) == (4, 4, "USD")
+    assert Decimal(body["old_cost"]) == before < Decimal(body["new_cost"]) == usage_cost(store)
+    # Idempotent, and with no body at all.
+    status, _, again = send(f"{servers.http_url}/api/v1/reprice", token=token)
+    assert (status, again["records"], again["changed"], again["old_cost"]) == (200, 4, 0, body["new_cost"])
+
+
+@pytest.mark.parametrize("kwargs, status, code, field", [
+    ({"body": {"since": "2026-12-01", "until": "2026-11-01"}}, 400, "invalid_parameter", "since"),
+    ({"body": {"since": 1.5}}, 400, "invalid_parameter", "since"),
+    ({"body": {"until": False}}, 400, "invalid_parameter", "until"),
+    ({"body": {"device": "edge-9"}}, 404, "not_found", "device"),
+    ({"body": {"device": None}}, 400, "invalid_parameter", "device"),
+    ({"body": {"device": "a b"}}, 400, "invalid_parameter", "device"),
+    ({"body": {"devices": ["edge-1"]}}, 400, "unknown_field", "devices"),
+    ({"body": []}, 400, "invalid_body", None),
+    ({"data": b"{}", "content_type": "text/plain"}, 415, "unsupported_media_type", "Content-Type"),
+])
+def test_reprice_refused(december, kwargs, status, code, field):
+    servers, _, token = december
+
+    answer, _, body = send(f"{servers.http_url}/api/v1/reprice", token=token, **kwargs)
+
+    assert (answer, body["code"], body["field"]) == (status, code, field), body
+    assert documented_errors("/api/v1/reprice", status, body, "post") == []
+
+
+def test_prune_keeps_the_roll_ups_and_ends_what_needs_raw_records(december):
+    servers, store, token = december
+    hour = START_UNIX_NS - START_UNIX_NS % (3600 * 10**9)
+    window = {"since_unix_ns": hour, "until_unix_ns": hour + 7200 * 10**9}  # whole hours: the roll-ups
+    before = store.costs(**window)
+
+    status, _, body = send(f"{servers.http_url}/api/v1/prune", token=token, body={"before": "2026-11-19T00:30:00Z"})
+
+    assert status == 200, body
+    assert documented_errors("/api/v1/prune", 200, body, "post") == []
+    assert body == {"records": 4, "before_unix_ns": parse_time_ns("2026-11-19", field="before")}
+    assert store.costs(**window).total_cost == before.total_cost
+    assert send(f"{servers.http_url}/api/v1/records/{STREAM_ID}/1/explain", "GET", token=token)[0] == 404
+    assert send(f"{servers.http_url}/api/v1/reprice", token=token, body={"since": 0})[2]["field"] == "since"
+    status, _, data = export(servers, token)
+    assert (status, json.loads(data)["field"]) == (400, "since")
+    assert export(servers, token, "?since=2026-11-19")[0] == 200
+
+
+@pytest.mark.parametrize("body, code, field", [
+    ({"before": "2026-11-30T12:00:00Z"}, "invalid_parameter", "before"),  # within the last day
+    ({"before": "soon"}, "invalid_parameter", "before"),
+    ({"before": -1}, "invalid_parameter", "before"),
+    ({"before": None}, "invalid_parameter", "before"),
+    ({}, "missing_field", "before"),
+    ({"before": 0, "after": 0}, "unknown_field", "after"),
+])
+def test_prune_refused_deletes_nothing(december, body, code, field):
+    servers, store, token = december
+
+    status, _, answer = send(f"{servers.http_url}/api/v1/prune", token=token, body=body)
+
+    assert (status, answer["code"], answer["field"]) == (400, code, field), answer
+    assert store.list_devices()[0].records == 4
+    assert store.explain_record(STREAM_ID, 1)["record"]["seq"] == 1

@@ -4,9 +4,10 @@ Each operation gets its documented examples, schemathesis's coverage cases (edge
 duplicated parameters, unexpected methods) and up to EXAMPLES generated requests, valid and
 invalid, sent to the real servers over a store with records. Every response must have a
 documented status, content type and body, never a 5xx; every error is the JSON Error object.
-Reads go with a viewer token, writes (rotate, revoke) with an admin token, so the writes really
-run, on devices that exist (the documented example's among them); schemathesis's negative cases
-also send operations without the token, which must get the documented 401.
+Reads go with a viewer token, writes (POST: add devices and price books, rotate, revoke,
+re-price, prune) with an admin token, so the writes really run, on devices that exist (the
+documented example's among them); adding a name twice is the documented 409. Schemathesis's
+negative cases also send operations without the token, which must get the documented 401.
 
 The pytest plugin builds one test per operation at collection time, before any server runs, so
 the schema is read from openapi.json on disk; the `api` fixture loads the live
@@ -28,6 +29,7 @@ from schemathesis.core.parameters import ParameterLocation
 from collector.http_api import OPENAPI_PATH
 from tests.collector.helpers import (
     START_UNIX_NS,
+    STREAM_ID,
     bearer,
     bearer_metadata,
     make_record,
@@ -43,11 +45,13 @@ CONFIG = schemathesis.Config.from_dict({
     "phases": {"coverage": {"generate-duplicate-query-parameters": True}},
     "checks": {"enabled": True},
     "operations": [{
-        # Schema-valid queries that must still be refused: since after until, a key given twice,
-        # 2026-02-30, a time outside int64 ns. JSON Schema cannot state these, so a valid-looking
-        # query may get a 400 here, which must name the parameter (refusals_name_the_parameter).
-        "include-path": "/api/v1/costs",
-        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400"]}},
+        # Schema-valid input that must still be refused: since after until, a key given twice,
+        # 2026-02-30, a time outside int64 ns, a seq above 2^63-1, a price book that breaks its
+        # rules, a prune of the last day. JSON Schema cannot state these, so a valid-looking
+        # request may get a 400 here, which must name the parameter or body field
+        # (refusals_name_the_parameter); a re-price may name a device that is not there (404).
+        "include-operation-id": ["getCosts", "exportFocus", "createPriceBook", "pruneRecords", "explainRecord", "reprice"],
+        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]}},
     }],
 })
 schema = schemathesis.openapi.from_path(OPENAPI_PATH, config=CONFIG)
@@ -103,11 +107,13 @@ def errors_are_json(ctx, response, case) -> None:
 
 
 def refusals_name_the_parameter(ctx, response, case) -> None:
-    """A schema-valid query refused with 400 was refused for a value the client sent."""
+    """A schema-valid request refused with 400 was refused for a value the client sent: a query
+    or path parameter, or a body field (a price book's by its path: book.hardware.default)."""
     if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code != 400:
         return
     body = response.json()
-    assert body["code"] == "invalid_parameter" and body["field"] in case.query, body
+    sent = {*(case.query or {}), *(case.path_parameters or {}), *(case.body if isinstance(case.body, dict) else {})}
+    assert body["code"] == "invalid_parameter" and body["field"].split(".")[0] in sent, body
 
 
 @schema.parametrize()
@@ -130,6 +136,8 @@ _DECLARED = {
     for path, operations in schema.raw_schema["paths"].items()
     for method, operation in operations.items()
 }
+# Path parameters naming what exists: a device, the first price book, a stored record.
+_EXISTING = {"name": "edge-1", "id": "1", "stream_id": STREAM_ID, "seq": "1"}
 _UNKNOWN_NAMES = st.text(max_size=16)
 _VALUES = st.lists(st.text(max_size=16), min_size=1, max_size=3)  # more than one: repeated
 
@@ -141,7 +149,7 @@ def test_unknown_parameters_are_refused(api, store, path, method):
     (on a write, before anything changes: the path names a device that exists)."""
     operation = schema[path][method]
     declared = _DECLARED[path, method]
-    path_parameters = {name: "edge-1" for name, where in declared.items() if where == "path"}
+    path_parameters = {name: _EXISTING[name] for name, where in declared.items() if where == "path"}
 
     @LIVE_SETTINGS
     @given(st.dictionaries(_UNKNOWN_NAMES.filter(lambda name: name not in declared), _VALUES, min_size=1, max_size=3))
@@ -154,4 +162,5 @@ def test_unknown_parameters_are_refused(api, store, path, method):
         assert body["code"] == "unknown_parameter" and body["field"] in query, body
 
     refused()
-    assert [(d.revoked, d.rotating) for d in store.list_devices() if d.name == "edge-1"] == [(False, False)]
+    assert [(d.revoked, d.rotating, d.records) for d in store.list_devices() if d.name == "edge-1"] == [(False, False, 5)]
+    assert [book.id for book in store.list_price_books()] == [1]

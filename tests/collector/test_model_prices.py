@@ -146,18 +146,18 @@ def test_ingest_stores_token_and_request_costs_in_cost_and_the_rollups(store):
         (3, 0, 0, 2, 2, 2),
     ]
     assert stored_rollups(store) == recomputed_rollups(store)
-    report = store.costs(group_by=("model",)).to_json()
+    report = store.costs(period_costs=False, group_by=("model",)).to_json()
     by_model = {group["key"][0]: group for group in report["groups"]}
     assert (by_model["llama-3-8b"]["token_cost"], by_model["llama-3-8b"]["request_cost"]) == ("0.000090000000", "0.000000000000")
     assert by_model["licensed"]["request_cost"] == "0.000003000000"
     assert report["total_cost"] == "0.000093000009"
     # The roll-ups give the same report as the records.
-    assert store.costs(group_by=("model",), from_records=True).to_json() == report
+    assert store.costs(period_costs=False, group_by=("model",), from_records=True).to_json() == report
 
 
 def test_the_migration_gives_rows_stored_before_no_token_or_request_cost(store, device):
     store.ingest(device.device_id, STREAM_ID, DeviceInfo(cpu_cores=4), [make_record(seq) for seq in range(1, 6)])
-    before = store.costs(group_by=("model",))
+    before = store.costs(period_costs=False, group_by=("model",))
     with transaction(store.engine, write=True) as connection:
         command.downgrade(alembic_config(connection), "0003")
     with store.engine.connect() as connection:
@@ -169,7 +169,7 @@ def test_the_migration_gives_rows_stored_before_no_token_or_request_cost(store, 
         costs = connection.execute(sa.select(records.c.token_cost_pico, records.c.request_cost_pico)).all()
     assert [tuple(row) for row in costs] == [(0, 0)] * 5
     assert stored_rollups(store) == recomputed_rollups(store)
-    assert store.costs(group_by=("model",)) == before
+    assert store.costs(period_costs=False, group_by=("model",)) == before
 
 
 def test_the_focus_export_carries_token_and_request_costs(store, capsys, tmp_path):
@@ -186,6 +186,6 @@ def test_the_focus_export_carries_token_and_request_costs(store, capsys, tmp_pat
 
     assert code == 0, err
     with open(out, encoding="utf-8", newline="") as file:
-        rows = {row["x_Model"]: row for row in csv.DictReader(file)}
+        rows = {row["x_Model"]: row for row in csv.DictReader(file) if row["x_CostKind"] == "usage"}
     assert (rows["llama-3-8b"]["x_TokenCost"], rows["llama-3-8b"]["BilledCost"]) == ("0.000090000000", "0.000090000007")
     assert (rows["licensed"]["x_RequestCost"], rows["licensed"]["x_TokenCost"]) == ("0.000003000000", "0.000000000000")

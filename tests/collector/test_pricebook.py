@@ -121,7 +121,7 @@ def test_money_that_is_not_a_string_is_refused_without_the_float_hint(path, valu
 
 @pytest.mark.parametrize(("path", "value", "field"), [
     # Unknown keys, at every level.
-    ("discounts", {}, "discounts"),
+    ("rebates", {}, "rebates"),
     ("hardware.default.price", "1", "hardware.default.price"),
     ("cloud.m5.xlarge.spot", "0.05", "cloud.m5.xlarge.spot"),
     ("energy.default.tariff", "0.1", "energy.default.tariff"),

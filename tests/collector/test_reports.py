@@ -85,14 +85,14 @@ def rows(groups: list[CostGroup]) -> list[tuple]:
     ]),
 ])
 def test_groups_come_per_utc_period_oldest_first_costliest_first_within(periods, granularity, expected, from_records):
-    report = periods.costs(group_by=("model",), granularity=granularity, from_records=from_records)
+    report = periods.costs(period_costs=False, group_by=("model",), granularity=granularity, from_records=from_records)
 
     assert rows(report.groups) == expected
     assert (report.granularity, report.total_records, int(report.total_cost * 10**12)) == (granularity, 7, 1_145)
 
 
 def test_a_period_without_group_keys_is_one_group_per_period(periods):
-    report = periods.costs(granularity="day")
+    report = periods.costs(period_costs=False, granularity="day")
 
     assert rows(report.groups) == [
         (utc_ns(2026, 11, 30), (), 2, 130, False), (utc_ns(2026, 12, 1), (), 3, 1_012, False),
@@ -101,7 +101,7 @@ def test_a_period_without_group_keys_is_one_group_per_period(periods):
 
 
 def test_the_range_cuts_periods_on_the_records_start(periods):
-    report = periods.costs(group_by=("model",), granularity="month", since_unix_ns=utc_ns(2026, 11, 30, 23),
+    report = periods.costs(period_costs=False, group_by=("model",), granularity="month", since_unix_ns=utc_ns(2026, 11, 30, 23),
                            until_unix_ns=utc_ns(2026, 12, 1, 0, 30))
 
     assert rows(report.groups) == [(utc_ns(2026, 11), ("bert",), 1, 30, False), (utc_ns(2026, 12), ("bert",), 1, 7, False)]
@@ -109,7 +109,7 @@ def test_the_range_cuts_periods_on_the_records_start(periods):
 
 @pytest.mark.parametrize("from_records", [False, True])
 def test_the_top_n_keys_keep_their_groups_and_the_rest_is_summed_into_other(periods, from_records):
-    report = periods.costs(group_by=("model",), top=2, from_records=from_records)
+    report = periods.costs(period_costs=False, group_by=("model",), top=2, from_records=from_records)
 
     assert rows(report.groups) == [
         (None, ("llama",), 1, 1_000, False), (None, ("resnet50",), 3, 107, False), (None, (), 3, 38, True),
@@ -118,7 +118,7 @@ def test_the_top_n_keys_keep_their_groups_and_the_rest_is_summed_into_other(peri
 
 
 def test_with_a_granularity_the_top_n_is_over_the_whole_range_and_other_is_per_period(periods):
-    report = periods.costs(group_by=("model",), granularity="day", top=2)
+    report = periods.costs(period_costs=False, group_by=("model",), granularity="day", top=2)
 
     # llama (1000) and resnet50 (107) cost most over the range; bert and tiny go to other.
     assert rows(report.groups) == [
@@ -131,7 +131,7 @@ def test_with_a_granularity_the_top_n_is_over_the_whole_range_and_other_is_per_p
 
 
 def test_a_top_n_covering_every_group_leaves_no_other(periods):
-    report = periods.costs(group_by=("model",), top=4)
+    report = periods.costs(period_costs=False, group_by=("model",), top=4)
 
     assert [g.key for g in report.groups] == [("llama",), ("resnet50",), ("bert",), ("tiny",)]
     assert not any(g.other for g in report.groups)
@@ -143,7 +143,7 @@ def test_keys_that_cost_the_same_are_ranked_by_key(store_pair):
         make_record(seq, model=model, cpu_time_ns=10, energy=()) for seq, model in enumerate("cab", start=1)
     ])
 
-    assert [g.key for g in store.costs(group_by=("model",), top=2).groups] == [("a",), ("b",), ()]
+    assert [g.key for g in store.costs(period_costs=False, group_by=("model",), top=2).groups] == [("a",), ("b",), ()]
 
 
 @pytest.fixture
@@ -154,10 +154,11 @@ def store_pair(tmp_path):
 
 
 def test_the_json_has_periods_and_other_only_when_asked_for(periods):
-    plain = periods.costs(group_by=("model",)).to_json()
-    both = periods.costs(group_by=("model",), granularity="month", top=1).to_json()
+    plain = periods.costs(period_costs=False, group_by=("model",)).to_json()
+    both = periods.costs(period_costs=False, group_by=("model",), granularity="month", top=1).to_json()
 
-    assert set(plain) == {"group_by", "currency", "groups", "total_cost", "total_inferences", "total_records"}
+    assert set(plain) == {"group_by", "currency", "groups", "total_cost", "usage_cost", "list_cost", "discount",
+                          "idle_cost", "fixed_cost", "total_inferences", "total_records"}
     assert all("period" not in g and "other" not in g for g in plain["groups"])
     assert (both["granularity"], both["top"]) == ("month", 1)
     assert [(g["period"], g["key"], g["other"], g["cost"]) for g in both["groups"]] == [
@@ -180,4 +181,4 @@ def test_the_json_has_periods_and_other_only_when_asked_for(periods):
 ])
 def test_a_bad_granularity_or_top_is_a_value_error(periods, options, message):
     with pytest.raises(ValueError, match=message):
-        periods.costs(group_by=("model",), **options)
+        periods.costs(period_costs=False, group_by=("model",), **options)

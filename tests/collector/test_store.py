@@ -196,14 +196,14 @@ def test_the_same_batch_twice_is_stored_and_counted_once(store, device):
     batch = [make_record(seq) for seq in range(1, 51)]
 
     first = store.ingest(device.device_id, STREAM_ID, REPORTED, batch)
-    report = store.costs()
+    report = store.costs(period_costs=False, )
     prices = stored_prices(store)
     second = store.ingest(device.device_id, STREAM_ID, REPORTED, batch)
 
     assert first == IngestResult(inserted=50, duplicates=0, acked_through_seq=50)
     assert second == IngestResult(inserted=0, duplicates=50, acked_through_seq=50)
     assert [row.records for row in store.list_devices()] == [50]
-    assert store.costs() == report and report.total_records == 50
+    assert store.costs(period_costs=False, ) == report and report.total_records == 50
     assert stored_prices(store) == prices
 
 
@@ -368,14 +368,14 @@ def test_of_two_books_effective_at_the_same_time_the_newer_prices(store, device)
 
 def test_a_new_book_does_not_reprice_stored_records(store, device):
     store.ingest(device.device_id, STREAM_ID, REPORTED, [make_record(1)])
-    before = store.costs()
+    before = store.costs(period_costs=False, )
 
     cheap_book(store)
     store.ingest(device.device_id, STREAM_ID, REPORTED, [make_record(1), make_record(2)])
 
     prices = stored_prices(store)
     assert (prices[1][0], prices[2][0]) == (DEFAULT_BOOK_ID, DEFAULT_BOOK_ID + 1)
-    assert store.costs(until_unix_ns=make_record(2).start_unix_ns) == before
+    assert store.costs(period_costs=False, until_unix_ns=make_record(2).start_unix_ns) == before
 
 
 def test_price_books_are_listed_oldest_first_with_their_documents(store):
@@ -425,7 +425,7 @@ def test_the_currency_may_change_before_any_record_with_a_book_effective_from_20
 
     store.ingest(device.device_id, STREAM_ID, REPORTED, [make_record(1)])
 
-    assert store.costs().currency == "EUR"
+    assert store.costs(period_costs=False, ).currency == "EUR"
     # The older books, in dollars, are history: they price nothing.
     assert stored_prices(store)[1][0] == euro
 
@@ -450,7 +450,7 @@ def test_a_currency_change_after_records_are_stored_is_refused(store, device):
 
     assert caught.value.field == "currency"
     assert "records are already priced in USD" in caught.value.reason
-    assert store.costs().currency == "USD" and len(store.list_price_books()) == 1
+    assert store.costs(period_costs=False, ).currency == "USD" and len(store.list_price_books()) == 1
 
 
 # The cost report
@@ -509,7 +509,7 @@ def picos(amount: int) -> Decimal:
     ]),
 ])
 def test_costs_are_summed_exactly_by_group_most_expensive_first(mixed, group_by, expected):
-    report = mixed.costs(group_by=group_by)
+    report = mixed.costs(period_costs=False, group_by=group_by)
 
     assert [(group.key, group.records, group.cost) for group in report.groups] == [
         (key, count, picos(cost)) for key, count, cost in expected
@@ -525,7 +525,7 @@ def test_a_unicode_tag_name_can_be_grouped_by(store, device):
         make_record(1, tags={"équipe": "vision"}), make_record(2, tags={"équipe": "語彙"}), make_record(3, tags={}),
     ])
 
-    report = store.costs(group_by=["tag:équipe"])
+    report = store.costs(period_costs=False, group_by=["tag:équipe"])
 
     assert sorted(group.key for group in report.groups) == [("",), ("vision",), ("語彙",)]
 
@@ -538,7 +538,7 @@ def test_sums_beyond_int64_are_exact(store, device):
         for seq in (1, 2, 3)
     ])
 
-    report = store.costs(group_by=("model",))
+    report = store.costs(period_costs=False, group_by=("model",))
 
     total = 3 * cpu_time_ns + 6
     assert total > INT64_MAX
@@ -552,7 +552,7 @@ def test_sums_beyond_int64_are_exact(store, device):
 
 def test_costs_count_the_records_whose_start_is_in_the_half_open_range(mixed):
     def seqs(**bounds) -> int:
-        return mixed.costs(**bounds).total_records
+        return mixed.costs(period_costs=False, **bounds).total_records
 
     start = {seq: make_record(seq).start_unix_ns for seq in range(1, 6)}
 
@@ -564,7 +564,7 @@ def test_costs_count_the_records_whose_start_is_in_the_half_open_range(mixed):
 
 
 def test_an_empty_report_has_no_groups_and_costs_nothing(mixed):
-    report = mixed.costs(group_by=("model",), since_unix_ns=MAX_START_UNIX_NS)
+    report = mixed.costs(period_costs=False, group_by=("model",), since_unix_ns=MAX_START_UNIX_NS)
 
     assert (report.groups, report.total_cost, report.total_records, report.total_inferences) == ([], 0, 0, 0)
 
@@ -577,7 +577,7 @@ def test_an_empty_report_has_no_groups_and_costs_nothing(mixed):
 ])
 def test_a_bad_range_is_a_value_error(mixed, bounds, message):
     with pytest.raises(ValueError, match=message):
-        mixed.costs(**bounds)
+        mixed.costs(period_costs=False, **bounds)
 
 
 @pytest.mark.parametrize("group_by", [
@@ -586,4 +586,4 @@ def test_a_bad_range_is_a_value_error(mixed, bounds, message):
 ])
 def test_an_unknown_group_key_is_a_value_error(mixed, group_by):
     with pytest.raises(ValueError, match="group"):
-        mixed.costs(group_by=group_by)
+        mixed.costs(period_costs=False, group_by=group_by)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19infermeter/v1/admin.proto\x12\rinfermeter.v1\"\xfe\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x17\n\x0f\x63reated_unix_ns\x18\x05 \x01(\x03\x12\x19\n\x11last_seen_unix_ns\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x11\n\tcpu_cores\x18\t \x01(\r\x12\x10\n\x08platform\x18\n \x01(\t\x12\x15\n\ragent_version\x18\x0b \x01(\t\x12\x0f\n\x07records\x18\x0c \x01(\x04\x12\x10\n\x08rotating\x18\r \x01(\x08\"\x14\n\x12ListDevicesRequest\"=\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.infermeter.v1.Device\"s\n\x0fGetCostsRequest\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x15\n\rsince_unix_ns\x18\x02 \x01(\x03\x12\x15\n\runtil_unix_ns\x18\x03 \x01(\x03\x12\x13\n\x0bgranularity\x18\x04 \x01(\t\x12\x0b\n\x03top\x18\x05 \x01(\r\"\xd2\x01\n\tCostGroup\x12\x0b\n\x03key\x18\x01 \x03(\t\x12\x12\n\ninferences\x18\x02 \x01(\x04\x12\x0f\n\x07records\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x14\n\x0c\x63ompute_cost\x18\x05 \x01(\t\x12\x13\n\x0b\x65nergy_cost\x18\x06 \x01(\t\x12\x11\n\tenergy_uj\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ns\x18\x08 \x01(\x04\x12\x13\n\x0b\x63pu_time_ns\x18\t \x01(\x04\x12\x0e\n\x06period\x18\n \x01(\t\x12\r\n\x05other\x18\x0b \x01(\x08\"\xc7\x01\n\x10GetCostsResponse\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12(\n\x06groups\x18\x03 \x03(\x0b\x32\x18.infermeter.v1.CostGroup\x12\x12\n\ntotal_cost\x18\x04 \x01(\t\x12\x18\n\x10total_inferences\x18\x05 \x01(\x04\x12\x15\n\rtotal_records\x18\x06 \x01(\x04\x12\x13\n\x0bgranularity\x18\x07 \x01(\t\x12\x0b\n\x03top\x18\x08 \x01(\r\"#\n\x13RotateDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13RevokeDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xc0\x02\n\x05\x41\x64min\x12T\n\x0bListDevices\x12!.infermeter.v1.ListDevicesRequest\x1a\".infermeter.v1.ListDevicesResponse\x12K\n\x08GetCosts\x12\x1e.infermeter.v1.GetCostsRequest\x1a\x1f.infermeter.v1.GetCostsResponse\x12I\n\x0cRotateDevice\x12\".infermeter.v1.RotateDeviceRequest\x1a\x15.infermeter.v1.Device\x12I\n\x0cRevokeDevice\x12\".infermeter.v1.RevokeDeviceRequest\x1a\x15.infermeter.v1.Deviceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19infermeter/v1/admin.proto\x12\rinfermeter.v1\"\xfe\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x17\n\x0f\x63reated_unix_ns\x18\x05 \x01(\x03\x12\x19\n\x11last_seen_unix_ns\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x11\n\tcpu_cores\x18\t \x01(\r\x12\x10\n\x08platform\x18\n \x01(\t\x12\x15\n\ragent_version\x18\x0b \x01(\t\x12\x0f\n\x07records\x18\x0c \x01(\x04\x12\x10\n\x08rotating\x18\r \x01(\x08\"\x14\n\x12ListDevicesRequest\" \n\x10GetDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\"I\n\x11\x41\x64\x64\x44\x65viceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.infermeter.v1.Device\x12\r\n\x05token\x18\x02 \x01(\t\"=\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.infermeter.v1.Device\"\x87\x01\n\x0fGetCostsRequest\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x15\n\rsince_unix_ns\x18\x02 \x01(\x03\x12\x15\n\runtil_unix_ns\x18\x03 \x01(\x03\x12\x13\n\x0bgranularity\x18\x04 \x01(\t\x12\x0b\n\x03top\x18\x05 \x01(\r\x12\x12\n\nusage_only\x18\x06 \x01(\x08\"\xdc\x02\n\tCostGroup\x12\x0b\n\x03key\x18\x01 \x03(\t\x12\x12\n\ninferences\x18\x02 \x01(\x04\x12\x0f\n\x07records\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x14\n\x0c\x63ompute_cost\x18\x05 \x01(\t\x12\x13\n\x0b\x65nergy_cost\x18\x06 \x01(\t\x12\x11\n\tenergy_uj\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ns\x18\x08 \x01(\x04\x12\x13\n\x0b\x63pu_time_ns\x18\t \x01(\x04\x12\x0e\n\x06period\x18\n \x01(\t\x12\r\n\x05other\x18\x0b \x01(\x08\x12\x12\n\ntoken_cost\x18\x0c \x01(\t\x12\x14\n\x0crequest_cost\x18\r \x01(\t\x12\x11\n\tlist_cost\x18\x0e \x01(\t\x12\x10\n\x08\x64iscount\x18\x0f \x01(\t\x12\x11\n\tidle_cost\x18\x10 \x01(\t\x12\x12\n\nfixed_cost\x18\x11 \x01(\t\x12\x12\n\ntotal_cost\x18\x12 \x01(\t\"\xa7\x02\n\x10GetCostsResponse\x12\x10\n\x08group_by\x18\x01 \x03(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12(\n\x06groups\x18\x03 \x03(\x0b\x32\x18.infermeter.v1.CostGroup\x12\x12\n\ntotal_cost\x18\x04 \x01(\t\x12\x18\n\x10total_inferences\x18\x05 \x01(\x04\x12\x15\n\rtotal_records\x18\x06 \x01(\x04\x12\x13\n\x0bgranularity\x18\x07 \x01(\t\x12\x0b\n\x03top\x18\x08 \x01(\r\x12\x11\n\tlist_cost\x18\t \x01(\t\x12\x10\n\x08\x64iscount\x18\n \x01(\t\x12\x11\n\tidle_cost\x18\x0b \x01(\t\x12\x12\n\nfixed_cost\x18\x0c \x01(\t\x12\x12\n\nusage_cost\x18\r \x01(\t\"#\n\x13RotateDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13RevokeDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"b\n\tPriceBook\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x1e\n\x16\x65\x66\x66\x65\x63tive_from_unix_ns\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x17\n\x0f\x63reated_unix_ns\x18\x04 \x01(\x03\"\x17\n\x15ListPriceBooksRequest\"G\n\x16ListPriceBooksResponse\x12-\n\x0bprice_books\x18\x01 \x03(\x0b\x32\x18.infermeter.v1.PriceBook\"!\n\x13GetPriceBookRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"[\n\x14GetPriceBookResponse\x12,\n\nprice_book\x18\x01 \x01(\x0b\x32\x18.infermeter.v1.PriceBook\x12\x15\n\rdocument_json\x18\x02 \x01(\t\"O\n\x16\x43reatePriceBookRequest\x12\x1e\n\x16\x65\x66\x66\x65\x63tive_from_unix_ns\x18\x01 \x01(\x03\x12\x15\n\rdocument_json\x18\x02 \x01(\t\"F\n\x14\x45xplainRecordRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"1\n\x15\x45xplainRecordResponse\x12\x18\n\x10\x65xplanation_json\x18\x01 \x01(\t\"N\n\x0eRepriceRequest\x12\x15\n\rsince_unix_ns\x18\x01 \x01(\x03\x12\x15\n\runtil_unix_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"i\n\x0fRepriceResponse\x12\x0f\n\x07records\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x04\x12\x10\n\x08old_cost\x18\x03 \x01(\t\x12\x10\n\x08new_cost\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\"-\n\x13PruneRecordsRequest\x12\x16\n\x0e\x62\x65\x66ore_unix_ns\x18\x01 \x01(\x03\"?\n\x14PruneRecordsResponse\x12\x0f\n\x07records\x18\x01 \x01(\x04\x12\x16\n\x0e\x62\x65\x66ore_unix_ns\x18\x02 \x01(\x03\x32\xe0\x07\n\x05\x41\x64min\x12T\n\x0bListDevices\x12!.infermeter.v1.ListDevicesRequest\x1a\".infermeter.v1.ListDevicesResponse\x12\x43\n\tGetDevice\x12\x1f.infermeter.v1.GetDeviceRequest\x1a\x15.infermeter.v1.Device\x12N\n\tAddDevice\x12\x1f.infermeter.v1.AddDeviceRequest\x1a .infermeter.v1.AddDeviceResponse\x12K\n\x08GetCosts\x12\x1e.infermeter.v1.GetCostsRequest\x1a\x1f.infermeter.v1.GetCostsResponse\x12I\n\x0cRotateDevice\x12\".infermeter.v1.RotateDeviceRequest\x1a\x15.infermeter.v1.Device\x12I\n\x0cRevokeDevice\x12\".infermeter.v1.RevokeDeviceRequest\x1a\x15.infermeter.v1.Device\x12]\n\x0eListPriceBooks\x12$.infermeter.v1.ListPriceBooksRequest\x1a%.infermeter.v1.ListPriceBooksResponse\x12W\n\x0cGetPriceBook\x12\".infermeter.v1.GetPriceBookRequest\x1a#.infermeter.v1.GetPriceBookResponse\x12R\n\x0f\x43reatePriceBook\x12%.infermeter.v1.CreatePriceBookRequest\x1a\x18.infermeter.v1.PriceBook\x12Z\n\rExplainRecord\x12#.infermeter.v1.ExplainRecordRequest\x1a$.infermeter.v1.ExplainRecordResponse\x12H\n\x07Reprice\x12\x1d.infermeter.v1.RepriceRequest\x1a\x1e.infermeter.v1.RepriceResponse\x12W\n\x0cPruneRecords\x12\".infermeter.v1.PruneRecordsRequest\x1a#.infermeter.v1.PruneRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICE']._serialized_end=299
   _globals['_LISTDEVICESREQUEST']._serialized_start=301
   _globals['_LISTDEVICESREQUEST']._serialized_end=321
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=323
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=384
-  _globals['_GETCOSTSREQUEST']._serialized_start=386
-  _globals['_GETCOSTSREQUEST']._serialized_end=501
-  _globals['_COSTGROUP']._serialized_start=504
-  _globals['_COSTGROUP']._serialized_end=714
-  _globals['_GETCOSTSRESPONSE']._serialized_start=717
-  _globals['_GETCOSTSRESPONSE']._serialized_end=916
-  _globals['_ROTATEDEVICEREQUEST']._serialized_start=918
-  _globals['_ROTATEDEVICEREQUEST']._serialized_end=953
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=955
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=990
-  _globals['_ADMIN']._serialized_start=993
-  _globals['_ADMIN']._serialized_end=1313
+  _globals['_GETDEVICEREQUEST']._serialized_start=323
+  _globals['_GETDEVICEREQUEST']._serialized_end=355
+  _globals['_ADDDEVICEREQUEST']._serialized_start=357
+  _globals['_ADDDEVICEREQUEST']._serialized_end=420
+  _globals['_ADDDEVICERESPONSE']._serialized_start=422
+  _globals['_ADDDEVICERESPONSE']._serialized_end=495
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=497
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=558
+  _globals['_GETCOSTSREQUEST']._serialized_start=561
+  _globals['_GETCOSTSREQUEST']._serialized_end=696
+  _globals['_COSTGROUP']._serialized_start=699
+  _globals['_COSTGROUP']._serialized_end=1047
+  _globals['_GETCOSTSRESPONSE']._serialized_start=1050
+  _globals['_GETCOSTSRESPONSE']._serialized_end=1345
+  _globals['_ROTATEDEVICEREQUEST']._serialized_start=1347
+  _globals['_ROTATEDEVICEREQUEST']._serialized_end=1382
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=1384
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=1419
+  _globals['_PRICEBOOK']._serialized_start=1421
+  _globals['_PRICEBOOK']._serialized_end=1519
+  _globals['_LISTPRICEBOOKSREQUEST']._serialized_start=1521
+  _globals['_LISTPRICEBOOKSREQUEST']._serialized_end=1544
+  _globals['_LISTPRICEBOOKSRESPONSE']._serialized_start=1546
+  _globals['_LISTPRICEBOOKSRESPONSE']._serialized_end=1617
+  _globals['_GETPRICEBOOKREQUEST']._serialized_start=1619
+  _globals['_GETPRICEBOOKREQUEST']._serialized_end=1652
+  _globals['_GETPRICEBOOKRESPONSE']._serialized_start=1654
+  _globals['_GETPRICEBOOKRESPONSE']._serialized_end=1745
+  _globals['_CREATEPRICEBOOKREQUEST']._serialized_start=1747
+  _globals['_CREATEPRICEBOOKREQUEST']._serialized_end=1826
+  _globals['_EXPLAINRECORDREQUEST']._serialized_start=1828
+  _globals['_EXPLAINRECORDREQUEST']._serialized_end=1898
+  _globals['_EXPLAINRECORDRESPONSE']._serialized_start=1900
+  _globals['_EXPLAINRECORDRESPONSE']._serialized_end=1949
+  _globals['_REPRICEREQUEST']._serialized_start=1951
+  _globals['_REPRICEREQUEST']._serialized_end=2029
+  _globals['_REPRICERESPONSE']._serialized_start=2031
+  _globals['_REPRICERESPONSE']._serialized_end=2136
+  _globals['_PRUNERECORDSREQUEST']._serialized_start=2138
+  _globals['_PRUNERECORDSREQUEST']._serialized_end=2183
+  _globals['_PRUNERECORDSRESPONSE']._serialized_start=2185
+  _globals['_PRUNERECORDSRESPONSE']._serialized_end=2248
+  _globals['_ADMIN']._serialized_start=2251
+  _globals['_ADMIN']._serialized_end=3243
 # @@protoc_insertion_point(module_scope)

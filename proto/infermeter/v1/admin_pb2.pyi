@@ -40,6 +40,30 @@ class ListDevicesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetDeviceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AddDeviceRequest(_message.Message):
+    __slots__ = ("name", "profile", "site")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    profile: str
+    site: str
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ...) -> None: ...
+
+class AddDeviceResponse(_message.Message):
+    __slots__ = ("device", "token")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    device: Device
+    token: str
+    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices",)
     DEVICES_FIELD_NUMBER: _ClassVar[int]
@@ -47,21 +71,23 @@ class ListDevicesResponse(_message.Message):
     def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
 
 class GetCostsRequest(_message.Message):
-    __slots__ = ("group_by", "since_unix_ns", "until_unix_ns", "granularity", "top")
+    __slots__ = ("group_by", "since_unix_ns", "until_unix_ns", "granularity", "top", "usage_only")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     TOP_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ONLY_FIELD_NUMBER: _ClassVar[int]
     group_by: _containers.RepeatedScalarFieldContainer[str]
     since_unix_ns: int
     until_unix_ns: int
     granularity: str
     top: int
-    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ...) -> None: ...
+    usage_only: bool
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ..., usage_only: _Optional[bool] = ...) -> None: ...
 
 class CostGroup(_message.Message):
-    __slots__ = ("key", "inferences", "records", "cost", "compute_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns", "period", "other")
+    __slots__ = ("key", "inferences", "records", "cost", "compute_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns", "period", "other", "token_cost", "request_cost", "list_cost", "discount", "idle_cost", "fixed_cost", "total_cost")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INFERENCES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +99,13 @@ class CostGroup(_message.Message):
     CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     OTHER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_COST_FIELD_NUMBER: _ClassVar[int]
+    LIST_COST_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_COST_FIELD_NUMBER: _ClassVar[int]
+    FIXED_COST_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
     key: _containers.RepeatedScalarFieldContainer[str]
     inferences: int
     records: int
@@ -84,10 +117,17 @@ class CostGroup(_message.Message):
     cpu_time_ns: int
     period: str
     other: bool
-    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., period: _Optional[str] = ..., other: _Optional[bool] = ...) -> None: ...
+    token_cost: str
+    request_cost: str
+    list_cost: str
+    discount: str
+    idle_cost: str
+    fixed_cost: str
+    total_cost: str
+    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., period: _Optional[str] = ..., other: _Optional[bool] = ..., token_cost: _Optional[str] = ..., request_cost: _Optional[str] = ..., list_cost: _Optional[str] = ..., discount: _Optional[str] = ..., idle_cost: _Optional[str] = ..., fixed_cost: _Optional[str] = ..., total_cost: _Optional[str] = ...) -> None: ...
 
 class GetCostsResponse(_message.Message):
-    __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences", "total_records", "granularity", "top")
+    __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences", "total_records", "granularity", "top", "list_cost", "discount", "idle_cost", "fixed_cost", "usage_cost")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +136,11 @@ class GetCostsResponse(_message.Message):
     TOTAL_RECORDS_FIELD_NUMBER: _ClassVar[int]
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     TOP_FIELD_NUMBER: _ClassVar[int]
+    LIST_COST_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_COST_FIELD_NUMBER: _ClassVar[int]
+    FIXED_COST_FIELD_NUMBER: _ClassVar[int]
+    USAGE_COST_FIELD_NUMBER: _ClassVar[int]
     group_by: _containers.RepeatedScalarFieldContainer[str]
     currency: str
     groups: _containers.RepeatedCompositeFieldContainer[CostGroup]
@@ -104,7 +149,12 @@ class GetCostsResponse(_message.Message):
     total_records: int
     granularity: str
     top: int
-    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ..., total_records: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ...) -> None: ...
+    list_cost: str
+    discount: str
+    idle_cost: str
+    fixed_cost: str
+    usage_cost: str
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., currency: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[CostGroup, _Mapping]]] = ..., total_cost: _Optional[str] = ..., total_inferences: _Optional[int] = ..., total_records: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ..., list_cost: _Optional[str] = ..., discount: _Optional[str] = ..., idle_cost: _Optional[str] = ..., fixed_cost: _Optional[str] = ..., usage_cost: _Optional[str] = ...) -> None: ...
 
 class RotateDeviceRequest(_message.Message):
     __slots__ = ("name",)
@@ -117,3 +167,101 @@ class RevokeDeviceRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PriceBook(_message.Message):
+    __slots__ = ("id", "effective_from_unix_ns", "currency", "created_unix_ns")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FROM_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    effective_from_unix_ns: int
+    currency: str
+    created_unix_ns: int
+    def __init__(self, id: _Optional[int] = ..., effective_from_unix_ns: _Optional[int] = ..., currency: _Optional[str] = ..., created_unix_ns: _Optional[int] = ...) -> None: ...
+
+class ListPriceBooksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPriceBooksResponse(_message.Message):
+    __slots__ = ("price_books",)
+    PRICE_BOOKS_FIELD_NUMBER: _ClassVar[int]
+    price_books: _containers.RepeatedCompositeFieldContainer[PriceBook]
+    def __init__(self, price_books: _Optional[_Iterable[_Union[PriceBook, _Mapping]]] = ...) -> None: ...
+
+class GetPriceBookRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class GetPriceBookResponse(_message.Message):
+    __slots__ = ("price_book", "document_json")
+    PRICE_BOOK_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    price_book: PriceBook
+    document_json: str
+    def __init__(self, price_book: _Optional[_Union[PriceBook, _Mapping]] = ..., document_json: _Optional[str] = ...) -> None: ...
+
+class CreatePriceBookRequest(_message.Message):
+    __slots__ = ("effective_from_unix_ns", "document_json")
+    EFFECTIVE_FROM_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    effective_from_unix_ns: int
+    document_json: str
+    def __init__(self, effective_from_unix_ns: _Optional[int] = ..., document_json: _Optional[str] = ...) -> None: ...
+
+class ExplainRecordRequest(_message.Message):
+    __slots__ = ("stream_id", "seq", "device")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    seq: int
+    device: str
+    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class ExplainRecordResponse(_message.Message):
+    __slots__ = ("explanation_json",)
+    EXPLANATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    explanation_json: str
+    def __init__(self, explanation_json: _Optional[str] = ...) -> None: ...
+
+class RepriceRequest(_message.Message):
+    __slots__ = ("since_unix_ns", "until_unix_ns", "device")
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    since_unix_ns: int
+    until_unix_ns: int
+    device: str
+    def __init__(self, since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class RepriceResponse(_message.Message):
+    __slots__ = ("records", "changed", "old_cost", "new_cost", "currency")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    OLD_COST_FIELD_NUMBER: _ClassVar[int]
+    NEW_COST_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    records: int
+    changed: int
+    old_cost: str
+    new_cost: str
+    currency: str
+    def __init__(self, records: _Optional[int] = ..., changed: _Optional[int] = ..., old_cost: _Optional[str] = ..., new_cost: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class PruneRecordsRequest(_message.Message):
+    __slots__ = ("before_unix_ns",)
+    BEFORE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    before_unix_ns: int
+    def __init__(self, before_unix_ns: _Optional[int] = ...) -> None: ...
+
+class PruneRecordsResponse(_message.Message):
+    __slots__ = ("records", "before_unix_ns")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    records: int
+    before_unix_ns: int
+    def __init__(self, records: _Optional[int] = ..., before_unix_ns: _Optional[int] = ...) -> None: ...

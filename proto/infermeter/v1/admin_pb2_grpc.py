@@ -29,6 +29,11 @@ class AdminStub:
     """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
     token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
     tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
+
+    Each call does what the same-named HTTP route does (openapi.json), with the same checks: bad
+    input is INVALID_ARGUMENT, an unknown device, price book or record NOT_FOUND, a taken name
+    ALREADY_EXISTS. The FOCUS export is served over HTTP only (GET /api/v1/exports/focus): a
+    file is no unary reply.
     """
 
     def __init__(self, channel):
@@ -41,6 +46,16 @@ class AdminStub:
                 '/infermeter.v1.Admin/ListDevices',
                 request_serializer=infermeter_dot_v1_dot_admin__pb2.ListDevicesRequest.SerializeToString,
                 response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.GetDevice = channel.unary_unary(
+                '/infermeter.v1.Admin/GetDevice',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetDeviceRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.Device.FromString,
+                _registered_method=True)
+        self.AddDevice = channel.unary_unary(
+                '/infermeter.v1.Admin/AddDevice',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.AddDeviceRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.AddDeviceResponse.FromString,
                 _registered_method=True)
         self.GetCosts = channel.unary_unary(
                 '/infermeter.v1.Admin/GetCosts',
@@ -57,16 +72,64 @@ class AdminStub:
                 request_serializer=infermeter_dot_v1_dot_admin__pb2.RevokeDeviceRequest.SerializeToString,
                 response_deserializer=infermeter_dot_v1_dot_admin__pb2.Device.FromString,
                 _registered_method=True)
+        self.ListPriceBooks = channel.unary_unary(
+                '/infermeter.v1.Admin/ListPriceBooks',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListPriceBooksRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListPriceBooksResponse.FromString,
+                _registered_method=True)
+        self.GetPriceBook = channel.unary_unary(
+                '/infermeter.v1.Admin/GetPriceBook',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetPriceBookRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.GetPriceBookResponse.FromString,
+                _registered_method=True)
+        self.CreatePriceBook = channel.unary_unary(
+                '/infermeter.v1.Admin/CreatePriceBook',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.CreatePriceBookRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.PriceBook.FromString,
+                _registered_method=True)
+        self.ExplainRecord = channel.unary_unary(
+                '/infermeter.v1.Admin/ExplainRecord',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ExplainRecordRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ExplainRecordResponse.FromString,
+                _registered_method=True)
+        self.Reprice = channel.unary_unary(
+                '/infermeter.v1.Admin/Reprice',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.RepriceRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.RepriceResponse.FromString,
+                _registered_method=True)
+        self.PruneRecords = channel.unary_unary(
+                '/infermeter.v1.Admin/PruneRecords',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
     """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
     token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
     tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
+
+    Each call does what the same-named HTTP route does (openapi.json), with the same checks: bad
+    input is INVALID_ARGUMENT, an unknown device, price book or record NOT_FOUND, a taken name
+    ALREADY_EXISTS. The FOCUS export is served over HTTP only (GET /api/v1/exports/focus): a
+    file is no unary reply.
     """
 
     def ListDevices(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDevice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddDevice(self, request, context):
+        """Register a device; its token is in the reply, only this once.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -92,6 +155,48 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPriceBooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPriceBook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePriceBook(self, request, context):
+        """Add a price book version: it prices records ingested from now on (and re-priced ones)
+        whose start is at or after effective_from_unix_ns. INVALID_ARGUMENT names the offending
+        field of the document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainRecord(self, request, context):
+        """How a stored record's cost was derived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reprice(self, request, context):
+        """Price the stored records of a range again with the price books now in force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneRecords(self, request, context):
+        """Delete the stored records that started before a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +204,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListDevices,
                     request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListDevicesRequest.FromString,
                     response_serializer=infermeter_dot_v1_dot_admin__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'GetDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDevice,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetDeviceRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.Device.SerializeToString,
+            ),
+            'AddDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddDevice,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.AddDeviceRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.AddDeviceResponse.SerializeToString,
             ),
             'GetCosts': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCosts,
@@ -115,6 +230,36 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=infermeter_dot_v1_dot_admin__pb2.RevokeDeviceRequest.FromString,
                     response_serializer=infermeter_dot_v1_dot_admin__pb2.Device.SerializeToString,
             ),
+            'ListPriceBooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPriceBooks,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListPriceBooksRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListPriceBooksResponse.SerializeToString,
+            ),
+            'GetPriceBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPriceBook,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetPriceBookRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.GetPriceBookResponse.SerializeToString,
+            ),
+            'CreatePriceBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePriceBook,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.CreatePriceBookRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.PriceBook.SerializeToString,
+            ),
+            'ExplainRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRecord,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ExplainRecordRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ExplainRecordResponse.SerializeToString,
+            ),
+            'Reprice': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reprice,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.RepriceRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.RepriceResponse.SerializeToString,
+            ),
+            'PruneRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneRecords,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'infermeter.v1.Admin', rpc_method_handlers)
@@ -127,6 +272,11 @@ class Admin:
     """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
     token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
     tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
+
+    Each call does what the same-named HTTP route does (openapi.json), with the same checks: bad
+    input is INVALID_ARGUMENT, an unknown device, price book or record NOT_FOUND, a taken name
+    ALREADY_EXISTS. The FOCUS export is served over HTTP only (GET /api/v1/exports/focus): a
+    file is no unary reply.
     """
 
     @staticmethod
@@ -146,6 +296,60 @@ class Admin:
             '/infermeter.v1.Admin/ListDevices',
             infermeter_dot_v1_dot_admin__pb2.ListDevicesRequest.SerializeToString,
             infermeter_dot_v1_dot_admin__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetDevice',
+            infermeter_dot_v1_dot_admin__pb2.GetDeviceRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/AddDevice',
+            infermeter_dot_v1_dot_admin__pb2.AddDeviceRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.AddDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -227,6 +431,168 @@ class Admin:
             '/infermeter.v1.Admin/RevokeDevice',
             infermeter_dot_v1_dot_admin__pb2.RevokeDeviceRequest.SerializeToString,
             infermeter_dot_v1_dot_admin__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPriceBooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListPriceBooks',
+            infermeter_dot_v1_dot_admin__pb2.ListPriceBooksRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListPriceBooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPriceBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetPriceBook',
+            infermeter_dot_v1_dot_admin__pb2.GetPriceBookRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.GetPriceBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePriceBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/CreatePriceBook',
+            infermeter_dot_v1_dot_admin__pb2.CreatePriceBookRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.PriceBook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ExplainRecord',
+            infermeter_dot_v1_dot_admin__pb2.ExplainRecordRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ExplainRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reprice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/Reprice',
+            infermeter_dot_v1_dot_admin__pb2.RepriceRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.RepriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/PruneRecords',
+            infermeter_dot_v1_dot_admin__pb2.PruneRecordsRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.PruneRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,
