@@ -120,6 +120,24 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (boot, pid)
     ) WITHOUT ROWID;
     """,
+    # Budgets (agent.budget_store): the collector's last word on each budget that can apply to
+    # the device, with the spend the device counted since (in the budget's unit), and the
+    # price hints that spend is estimated with. When the reply came and how far the records
+    # are counted live in the meta table.
+    """
+    CREATE TABLE budget_state (
+        budget_id TEXT PRIMARY KEY, name TEXT NOT NULL, scope TEXT NOT NULL,
+        action TEXT NOT NULL, state TEXT NOT NULL, currency TEXT NOT NULL, unit TEXT NOT NULL,
+        lease_remaining INTEGER NOT NULL, throttle_per_second REAL NOT NULL,
+        period_end_unix_ns INTEGER NOT NULL, message TEXT NOT NULL,
+        spent INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE price_hints (
+        model TEXT NOT NULL, runtime TEXT NOT NULL, currency TEXT NOT NULL,
+        cost_per_inference_pico INTEGER NOT NULL, energy_per_inference_uj INTEGER NOT NULL,
+        PRIMARY KEY (model, runtime)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

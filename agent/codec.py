@@ -9,8 +9,8 @@ import operator
 
 from infermeter.v1 import usage_pb2
 
+from agent.budgets import BudgetState, PriceHint
 from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
-
 
 # Unknown values (from a newer peer) stay raw ints, so validation can name them clearly.
 _KINDS = {kind.value: kind for kind in Kind}
@@ -94,3 +94,22 @@ def record_from_proto(message: usage_pb2.UsageRecord) -> UsageRecord:
 
 def _memory_from_proto(message: usage_pb2.Memory) -> Memory:
     return Memory(message.peak_rss_bytes, message.peak_gpu_memory_bytes, message.model_resident_bytes)
+
+
+def budget_state_from_proto(message) -> BudgetState:
+    """A Push reply's infermeter.v1.BudgetState; the lease in the budget's unit."""
+    lease = message.lease_remaining_uj if message.unit == "energy" else message.lease_remaining_pico
+    return BudgetState(
+        budget_id=message.budget_id, name=message.name, scope=message.scope, action=message.action,
+        state=message.state, currency=message.currency, unit=message.unit or "money",
+        lease_remaining=lease, throttle_per_second=message.throttle_per_second,
+        period_end_unix_ns=message.period_end_unix_ns, message=message.message,
+    )
+
+
+def price_hint_from_proto(message) -> PriceHint:
+    return PriceHint(
+        model=message.model, runtime=message.runtime, currency=message.currency,
+        cost_per_inference_pico=message.cost_per_inference_pico,
+        energy_per_inference_uj=message.energy_per_inference_uj,
+    )

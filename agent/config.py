@@ -21,6 +21,7 @@ command-line overrides (in that order of precedence, last wins). Everything else
     interval_s = 1.0
     backoff_initial_s = 0.5
     backoff_max_s = 60
+    heartbeat_s = 30             # with nothing to ship, push this often anyway (budget changes); 0: never
 
     [energy]                     # energy per inference (agent.energy)
     enabled = true
@@ -77,6 +78,7 @@ class AgentConfig:
     interval_s: float = 1.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 60.0
+    heartbeat_s: float = 30.0
     energy_enabled: bool = True
     energy_sensors: tuple[str, ...] = ("auto",)
     sample_period_s: float = 0.1
@@ -121,6 +123,7 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
         "interval_s": ("interval_s", float),
         "backoff_initial_s": ("backoff_initial_s", float),
         "backoff_max_s": ("backoff_max_s", float),
+        "heartbeat_s": ("heartbeat_s", float),
     },
     "energy": {
         "enabled": ("energy_enabled", bool),
@@ -241,6 +244,8 @@ def load_config(
     config = replace(AgentConfig(), **values)
     if config.batch_size < 1:
         raise ConfigError("shipper.batch_size must be at least 1")
+    if config.heartbeat_s < 0:
+        raise ConfigError("shipper.heartbeat_s must not be negative (0: no heartbeats)")
     if config.buffer_max_mb < 1:
         raise ConfigError("buffer_max_mb must be at least 1 (MB)")
     if (config.tls_cert_file is None) != (config.tls_key_file is None):

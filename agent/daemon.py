@@ -7,7 +7,9 @@ new stream starts, the loss is reported as a gap record: agent.quarantine) with 
 cap; while its disk is too full to open it, the daemon waits for room rather than exiting.
 Each round then attributes energy, compacts the buffer when it nears its cap (agent.compaction)
 and ships; a token the collector hands over during a rotation goes to the token file
-(agent.rotation).
+(agent.rotation), and each reply's budget state to the buffer (agent.budget_store). The spend
+against the budgets' leases is counted every interval_s, also while a backoff keeps the
+collector waiting: offline, the lease runs down as records are written.
 
 Runs under systemd as Type=notify (READY=1 once the buffer is open, STOPPING=1 on the way out,
 STATUS= with a one-line summary) and pings the systemd watchdog only while healthy (the rule is
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import functools
 import json
 import logging
 import os
@@ -35,6 +38,7 @@ from typing import Protocol
 import grpc
 
 from agent import systemd
+from agent.budget_store import BudgetStore
 from agent.buffer import MIB, Buffer, BufferError, disk_free_bytes, is_full
 from agent.compaction import CompactionPolicy, Compactor
 from agent.config import AgentConfig
@@ -42,6 +46,7 @@ from agent.energy.service import EnergyService
 from agent.exporter import (
     DeviceInfo,
     Exporter,
+    ExportOutcome,
     ExportResult,
     GrpcExporter,
     PendingExport,
@@ -84,13 +89,17 @@ class Daemon:
         watchdog: Watchdog | None = None,
         board: StatusBoard | None = None,
         stop: threading.Event | None = None,
+        watchers: Sequence[Task] = (),
     ) -> None:
         """tasks: run in order before each round of shipping; one that fails is logged (once
         per streak) and the others, and shipping, go on. watchdog: pinged by tick() while
         healthy; board: the runtime state, kept up to date and published by tick(); stop:
-        set to end serve()."""
+        set to end serve(); watchers: run before each round and every interval_s while a
+        backoff lasts longer (failures logged once per streak, like tasks')."""
         self._shipper = shipper
         self._tasks = list(tasks)
+        self._watchers = list(watchers)
+        self._last_watch = float("-inf")
         self._failing_tasks: set[int] = set()
         self._interval_s = interval_s
         self._backoff = backoff or Backoff()
@@ -103,6 +112,7 @@ class Daemon:
 
     def run_once(self) -> float:
         """Run the tasks, ship what is ready; return the delay before the next round."""
+        self._watch()
         for index, task in enumerate(self._tasks):
             self._run_task(index, task)
             self.tick()
@@ -133,6 +143,11 @@ class Daemon:
             return 0.0 if report.more_pending else self._interval_s
         self._log_failure(report.failure, report.message)
         return self._backoff.next_delay_s()
+
+    def _watch(self) -> None:
+        self._last_watch = self._monotonic()
+        for index, watcher in enumerate(self._watchers, start=len(self._tasks)):
+            self._run_task(index, watcher)
 
     def _run_task(self, index: int, task: Task) -> None:
         name = type(task).__name__
@@ -182,10 +197,14 @@ class Daemon:
         """Wait delay_s between rounds, waking to tick() meanwhile (waiting is healthy); True
         once stop is set."""
         wake_s = min(self.watchdog.wake_s, self.board.refresh_s)
+        if self._watchers:
+            wake_s = min(wake_s, self._interval_s)
         deadline_s = time.monotonic() + delay_s
         while (remaining_s := deadline_s - time.monotonic()) > 0:
             if self.stop.wait(min(remaining_s, wake_s)):
                 return True
+            if self._watchers and self._monotonic() - self._last_watch >= self._interval_s:
+                self._watch()
             self.tick()
         return self.stop.is_set()
 
@@ -263,9 +282,11 @@ def build_daemon(
     )
     # Each batch that goes out is a step of the main loop too (the one before it was
     # acknowledged): a long drain keeps the watchdog fed and the status fresh.
+    budgets = BudgetStore(buffer)
     shipper = Shipper(
         buffer, TickingExporter(exporter, lambda: daemon.tick()), batch_size=config.batch_size,
-        attributed_only=energy is not None,
+        attributed_only=energy is not None, heartbeat_s=config.heartbeat_s,
+        on_reply=functools.partial(keep_budget_state, budgets),
     )
     # The shipper sends at most two batches before it deletes what was acknowledged: those
     # records may be on the collector, and compaction must leave them as they are.
@@ -280,8 +301,15 @@ def build_daemon(
         watchdog=Watchdog(watchdog_s, checks=checks),
         board=board,
         stop=stop,
+        watchers=[budgets],
     )
     return daemon
+
+
+def keep_budget_state(store: BudgetStore, outcome: ExportOutcome, acked_seq: int) -> None:
+    """A successful reply's budgets and price hints go to the buffer, received now; the records
+    after acked_seq (those the collector does not hold) are counted against them again."""
+    store.keep_reply(outcome.budgets, outcome.price_hints, received_unix_ns=time.time_ns(), acked_through_seq=acked_seq)
 
 
 def open_buffer(

@@ -32,9 +32,10 @@ STATUS_ERROR = int(Status.ERROR)
 Entry = tuple
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class StaticFields:
-    """The part of a record that is the same for every call of one session or span."""
+    """The part of a record that is the same for every call of one session or span. Compared
+    and hashed by identity: made once per session, it keys per-session caches (agent.enforcer)."""
 
     kind: int
     model: str

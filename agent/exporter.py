@@ -9,7 +9,8 @@ later", "the credentials are wrong" or "these records are invalid".
 
 While an operator rotates the device's token, the collector's replies carry the new token;
 the GrpcExporter hands it to on_new_token (agent.rotation.TokenKeeper), which writes it to the
-token file that every push reads, so the next push already uses it.
+token file that every push reads, so the next push already uses it. A successful outcome also
+carries the reply's budget state and price hints (agent.budget_store keeps them).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Protocol
 import grpc
 from infermeter.v1 import ingest_pb2
 
-from agent.codec import record_to_proto
+from agent.budgets import BudgetState, PriceHint
+from agent.codec import budget_state_from_proto, price_hint_from_proto, record_to_proto
 from agent.config import AgentConfig, ConfigError
 from agent.record import UsageRecord
 
@@ -55,6 +57,10 @@ class ExportOutcome:
     inserted: int = 0
     duplicates: int = 0
     message: str = ""
+    # A successful reply's word on the budgets that can apply to the device (all of them:
+    # a budget left out no longer applies) and its price hints.
+    budgets: tuple[BudgetState, ...] = ()
+    price_hints: tuple[PriceHint, ...] = ()
 
 
 class PendingExport(Protocol):
@@ -64,7 +70,7 @@ class PendingExport(Protocol):
 
 class Exporter(Protocol):
     def prepare(self, stream_id: str, records: Sequence[UsageRecord]) -> object:
-        """Encode a non-empty batch for send(); no I/O."""
+        """Encode a batch for send(); no I/O. An empty one is a heartbeat (agent.shipper)."""
 
     def send(self, prepared: object) -> PendingExport:
         """Start delivering a prepared batch; do not wait for the answer."""
@@ -170,10 +176,11 @@ class GrpcExporter:
         )
 
     def prepare(self, stream_id: str, records: Sequence[UsageRecord]) -> bytes:
+        # An empty batch (a heartbeat) has first_seq and last_seq 0, as the collector requires.
         return ingest_pb2.PushRequest(
             stream_id=stream_id,
-            first_seq=records[0].seq,
-            last_seq=records[-1].seq,
+            first_seq=records[0].seq if records else 0,
+            last_seq=records[-1].seq if records else 0,
             records=[record_to_proto(record) for record in records],
             device=self._device,
         ).SerializeToString()
@@ -213,6 +220,8 @@ class _PendingPush:
             acked_through_seq=reply.acked_through_seq,
             inserted=reply.inserted,
             duplicates=reply.duplicates,
+            budgets=tuple(budget_state_from_proto(budget) for budget in reply.budgets),
+            price_hints=tuple(price_hint_from_proto(hint) for hint in reply.price_hints),
         )
 
     def _take_token(self, token: str) -> None:
@@ -228,8 +237,8 @@ class _PendingPush:
 @dataclass
 class InMemoryExporter:
     """An exporter that keeps what it receives, for tests and examples. `script` lists the
-    outcomes of the next calls (SUCCESS acks the whole batch); when it is empty, every call
-    succeeds. Subclasses change what it answers by overriding export()."""
+    outcomes of the next calls (SUCCESS acks the whole batch; an empty one acks nothing, as the
+    collector does); when it is empty, every call succeeds. Subclasses change what it answers by overriding export()."""
 
     received: list[UsageRecord] = field(default_factory=list)
     script: list[ExportResult] = field(default_factory=list)
@@ -248,5 +257,5 @@ class InMemoryExporter:
             return ExportOutcome(result, message=f"scripted {result.value}")
         self.received.extend(records)
         return ExportOutcome(
-            ExportResult.SUCCESS, acked_through_seq=records[-1].seq, inserted=len(records)
+            ExportResult.SUCCESS, acked_through_seq=records[-1].seq if records else 0, inserted=len(records)
         )

@@ -75,7 +75,11 @@ class Flusher:
         buffer_label: str = "the buffer",
         clock: Clock | None = None,
         in_flight: InFlight | None = None,
+        watch: Callable[[Buffer], None] | None = None,
+        buffer_exists: Callable[[], bool] = lambda: True,
     ) -> None:
+        """watch: called with the buffer after each round (the budget state: agent.enforcer),
+        once the buffer is open or its file exists; a failure is counted in stats().errors."""
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         if not interval_s > 0:
@@ -90,6 +94,8 @@ class Flusher:
         self._buffer_label = buffer_label
         self._clock = clock if clock is not None else SystemClock()
         self.in_flight = in_flight if in_flight is not None else InFlight(())
+        self._watch_buffer = watch
+        self._buffer_exists = buffer_exists
         self._closed = False
         self._at_exit: Callable[[], None] | None = None
         self._inherited_buffers: list[Buffer] = []
@@ -145,7 +151,14 @@ class Flusher:
     def run_once(self) -> int:
         """Write everything queued so far in one transaction; return the rows written."""
         with self._write_lock:
-            return self._write_pending()
+            written = self._write_pending()
+            self._watch()
+            return written
+
+    def watch_now(self) -> None:
+        """Run the watch once now (a Meter reads the budget state before its first call)."""
+        with self._write_lock:
+            self._watch()
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Write everything recorded so far; True when nothing is left unwritten."""
@@ -154,6 +167,7 @@ class Flusher:
             return False
         try:
             self._write_pending()
+            self._watch()
             return not self._held
         finally:
             self._write_lock.release()
@@ -243,6 +257,22 @@ class Flusher:
         except Exception as err:  # a fault in metering itself must not end the thread
             self.health.error("flusher", err)
             return 0
+
+    def _watch(self) -> None:
+        if self._watch_buffer is None or self._closed:
+            return
+        if self._buffer is None:
+            if not self._buffer_exists():
+                return
+            try:
+                self._buffer = self._open_buffer()
+            except Exception:  # the writes that need it fail too, and are counted there
+                logger.debug("cannot open %s for the budget state", self._buffer_label, exc_info=True)
+                return
+        try:
+            self._watch_buffer(self._buffer)
+        except Exception as err:  # enforcement keeps its last state; metering goes on
+            self.health.error("budget state", err)
 
     def _long_call_since_ns(self) -> int | None:
         """The start of the oldest metered call running for LONG_CALL_NS or more, if any. The

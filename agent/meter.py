@@ -14,6 +14,11 @@ thread, and the first record opens the buffer. Records still in memory at
 interpreter exit are flushed (for AT_EXIT_TIMEOUT_S at most); a forked child meters into the
 same buffer with its own connection.
 
+Budgets (agent.enforcer): before each run and span, the budget state the agent daemon keeps in
+the buffer is consulted; a `block` budget that is exceeded (or whose device lease is spent)
+raises BudgetExceeded before the model runs, a `throttle` budget makes the call wait. The state
+is read once at the first wrap_onnx/span and then re-read by the flusher thread when it changes.
+
 Tags (meter, session, span) must map str to str; wrap_onnx, span and Meter itself raise
 TypeError/ValueError for anything else, since that is a mistake in the setup code. Per-call tags
 (run(..., tags=...)) are checked off the caller's thread: a bad one is counted in
@@ -32,6 +37,7 @@ from typing import Any
 from agent.buffer import Buffer
 from agent.clock import Clock, SystemClock
 from agent.config import AgentConfig, load_config
+from agent.enforcer import BudgetGuard
 from agent.entry import check_tags, merge_tags, static_fields
 from agent.flusher import Flusher, MeterStats
 from agent.in_flight import InFlight
@@ -60,10 +66,12 @@ class Meter:
         self.buffer_path = Path(buffer) if buffer is not None else AgentConfig().buffer_path
         self.tags = merge_tags(check_tags(tags, "Meter"))
         self._clock = clock if clock is not None else SystemClock()
+        self.budgets = BudgetGuard()
         self.flusher = Flusher(
             functools.partial(Buffer.open, self.buffer_path),
             max_queue=max_queue, interval_s=flush_interval_s, start_thread=start_thread,
             buffer_label=str(self.buffer_path), clock=self._clock, in_flight=InFlight([RUN_CODE]),
+            watch=self.budgets.refresh, buffer_exists=self.buffer_path.exists,
         )
 
     @classmethod
@@ -92,8 +100,8 @@ class Meter:
             session, meter_tags=self.tags, model=model, version=version, tags=tags,
             model_resident_bytes=model_resident_bytes,
         )
-        self.flusher.start()  # so that even a long first run is watched (agent.in_flight)
-        return MeteredSession(session, static, self.flusher, self._clock)
+        self._start()
+        return MeteredSession(session, static, self.flusher, self._clock, self.budgets)
 
     def load_onnx(
         self,
@@ -128,8 +136,15 @@ class Meter:
         )
         # Checked now so a span with too many tags fails here, not later on the flusher.
         merge_tags(self.tags, span_tags)
-        self.flusher.start()  # so that even a long first span is watched (agent.in_flight)
-        return Span(self.flusher, static, span_tags or None, self._clock)
+        self._start()
+        return Span(self.flusher, static, span_tags or None, self._clock, self.budgets)
+
+    def _start(self) -> None:
+        # Started now so that even a long first call is watched (agent.in_flight); the budget
+        # state is read before the first call (later, the flusher's rounds re-read it).
+        self.flusher.start()
+        if not self.budgets.loaded:
+            self.flusher.watch_now()
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Write everything recorded so far to the buffer; True if it is all committed."""

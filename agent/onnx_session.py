@@ -5,7 +5,8 @@ returns and raise what it raises (the very exception object, once the record is 
 other attribute is the wrapped session's, and isinstance(s, onnxruntime.InferenceSession) holds.
 run_async() and run_with_ortvaluevector() pass through unmetered.
 
-Per call, on the caller's thread: four clock reads (monotonic and thread CPU time, before and
+Per call, on the caller's thread: one read of the budget guard (agent.enforcer; a check only
+when some budget acts), four clock reads (monotonic and thread CPU time, before and
 after; the flusher maps the monotonic start to wall time), the sizes of the inputs and outputs,
 one tuple, one deque append. Everything known at wrap time (model, version, provider, encoded
 tags) is in a StaticFields the tuple points at.
@@ -23,7 +24,15 @@ from types import CodeType
 from typing import Any
 
 from agent.clock import Clock
-from agent.entry import STATUS_ERROR, STATUS_OK, StaticFields, check_tags, merge_tags, static_fields
+from agent.enforcer import BudgetGuard
+from agent.entry import (
+    STATUS_ERROR,
+    STATUS_OK,
+    StaticFields,
+    check_tags,
+    merge_tags,
+    static_fields,
+)
 from agent.flusher import Flusher
 from agent.record import InvalidRecord, Kind, check_text
 
@@ -134,7 +143,9 @@ def _snapshot(tags: Any) -> Any:
         return tags
 
 
-def metered_call(call: Callable, static: StaticFields, flusher: Flusher, clock: Clock) -> Callable:
+def metered_call(
+    call: Callable, static: StaticFields, flusher: Flusher, clock: Clock, guard: BudgetGuard
+) -> Callable:
     """`call` (a session's run-like method), metered. A closure rather than a method of a class:
     free variables are the cheapest lookups CPython has, and handing out the function itself
     (not a bound method) costs one Python frame per call. On this path every lookup shows in
@@ -145,7 +156,11 @@ def metered_call(call: Callable, static: StaticFields, flusher: Flusher, clock: 
 
     def run(output_names, input_feed, run_options=None, *, tags: Mapping[str, str] | None = None):
         """The wrapped session's method, metered. tags: per-call tags, merged over the
-        session's (checked off this thread: a bad one is counted in Meter.stats().errors)."""
+        session's (checked off this thread: a bad one is counted in Meter.stats().errors).
+        BudgetExceeded: a `block` budget covers the call and is over; the model did not run."""
+        enforcer = guard.enforcer
+        if enforcer is not None and (tags is not None or static not in enforcer.clear):
+            enforcer.check(static, tags)
         cpu_start_ns = thread_time_ns()
         start_ns = perf_counter_ns()
         try:
@@ -211,19 +226,22 @@ class MeteredSession:
     methods' arguments plus a keyword-only tags=; they are instance attributes (closures made
     by metered_call) rather than methods, which saves a Python frame per call."""
 
-    __slots__ = ("_session", "_static", "run", "run_with_ort_values", "_run_with_iobinding")
+    __slots__ = ("_run_with_iobinding", "_session", "_static", "run", "run_with_ort_values")
 
-    def __init__(self, session: Any, static: StaticFields, flusher: Flusher, clock: Clock) -> None:
+    def __init__(
+        self, session: Any, static: StaticFields, flusher: Flusher, clock: Clock, guard: BudgetGuard | None = None
+    ) -> None:
         self._session = session
         self._static = static
-        self.run = metered_call(session.run, static, flusher, clock)
-        self.run_with_ort_values = metered_call(session.run_with_ort_values, static, flusher, clock)
+        guard = guard if guard is not None else BudgetGuard()
+        self.run = metered_call(session.run, static, flusher, clock, guard)
+        self.run_with_ort_values = metered_call(session.run_with_ort_values, static, flusher, clock, guard)
         # Metered through the same path with the binding in the feed's place: not being a
         # mapping, it counts as zero bytes (the binding does not expose its sizes cheaply).
         run_with_iobinding = session.run_with_iobinding
         self._run_with_iobinding = metered_call(
             lambda _names, iobinding, run_options: run_with_iobinding(iobinding, run_options),
-            static, flusher, clock,
+            static, flusher, clock, guard,
         )
 
     @property

@@ -4,6 +4,12 @@ Delivery is at-least-once (a lost ack means the batch is sent again) and the col
 exactly-once by ignoring (device, stream, seq) keys it already has. So the rules here are:
 never delete a record the collector has not acknowledged, never stop retrying, and never let
 one bad record block the ones behind it.
+
+Each successful reply goes to on_reply with the seq through which the collector holds the
+stream (the daemon keeps the reply's budget state: agent.budget_store). When nothing has gone
+out for heartbeat_s, a heartbeat carries the budget changes to an idle device, or to one that
+never shipped a record: an empty Push (first_seq and last_seq 0), which the collector answers
+like any other and acknowledges nothing by (acked_through_seq 0).
 """
 
 from __future__ import annotations
@@ -76,9 +82,13 @@ class Shipper:
         max_batches: int = 50,
         attributed_only: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
+        heartbeat_s: float = 0.0,
+        on_reply: Callable[[ExportOutcome, int], None] | None = None,
     ) -> None:
         """attributed_only: ship only the records energy attribution is done with (the daemon
-        attributes energy before shipping)."""
+        attributes energy before shipping). heartbeat_s: push at least this often (0: never),
+        an empty Push when nothing is waiting. on_reply: each successful outcome, with
+        acked_seq (the highest seq the collector acknowledged to this shipper; 0: none yet)."""
         self._buffer = buffer
         self._attributed_only = attributed_only
         self._exporter = exporter
@@ -88,6 +98,10 @@ class Shipper:
         self._max_batches = max_batches
         self._monotonic = monotonic
         self.last_success_monotonic: float | None = None
+        self._heartbeat_s = heartbeat_s
+        self._on_reply = on_reply
+        self._last_push_monotonic = monotonic()
+        self.acked_seq = 0
 
     def run_once(self) -> ShipReport:
         """Ship up to max_batches batches; stop early when the buffer is empty, a batch fails,
@@ -101,6 +115,8 @@ class Shipper:
         stream_id = self._buffer.stream_id
         limit = self._current_batch_size
         records = self._buffer.read(limit=limit, attributed_only=self._attributed_only)
+        if not records and self._heartbeat_due():
+            self._heartbeat(report)
         pending = self._exporter.send(self._exporter.prepare(stream_id, records)) if records else None
         while records:
             last_batch = report.batches + 1 == self._max_batches
@@ -136,6 +152,33 @@ class Shipper:
             records, limit = upcoming, next_limit
         return report
 
+    def _heartbeat_due(self) -> bool:
+        return self._heartbeat_s > 0 and self._monotonic() - self._last_push_monotonic >= self._heartbeat_s
+
+    def _heartbeat(self, report: ShipReport) -> None:
+        """Send an empty batch, for the reply; it acknowledges nothing and deletes nothing."""
+        self._last_push_monotonic = self._monotonic()  # a failed one waits its turn too
+        outcome = export(self._exporter, self._buffer.stream_id, [])
+        if outcome.result is ExportResult.SUCCESS:
+            self.last_success_monotonic = self._last_push_monotonic
+            self._reply(outcome)
+            return
+        if outcome.result is ExportResult.REJECTED:
+            # A collector older than empty batches: it has no budgets to send either.
+            logger.warning("the collector refuses heartbeats (%s): no more of them", outcome.message)
+            self._heartbeat_s = 0.0
+            return
+        report.failure = outcome.result
+        report.message = outcome.message
+
+    def _reply(self, outcome: ExportOutcome) -> None:
+        if self._on_reply is None:
+            return
+        try:
+            self._on_reply(outcome, self.acked_seq)
+        except Exception:  # the batch is stored all the same: its ack must not be lost
+            logger.exception("keeping the collector's budget state failed")
+
     def _ship(self, records: Sequence[UsageRecord], report: ShipReport) -> bool:
         """Deliver records and wait; False when delivery must be retried later."""
         return self._settle(records, export(self._exporter, self._buffer.stream_id, records), report)
@@ -153,7 +196,9 @@ class Shipper:
             report.shipped += len(records)
             report.inserted += outcome.inserted
             report.duplicates += outcome.duplicates
-            self.last_success_monotonic = self._monotonic()
+            self.last_success_monotonic = self._last_push_monotonic = self._monotonic()
+            self.acked_seq = max(self.acked_seq, acked)
+            self._reply(outcome)
             return True
         if result is ExportResult.REJECTED:
             if len(records) == 1:

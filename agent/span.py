@@ -7,7 +7,8 @@
 Wall time and the thread's CPU time are measured from __enter__ to __exit__ (under asyncio the
 CPU time includes other tasks that ran on the thread meanwhile). An exception in the block
 records status ERROR with its class name, then propagates. The setters never raise: a value that
-is not a non-negative integer is a metering error, counted, and the field keeps its old value.
+is not a non-negative integer is a metering error, counted, and the field keeps its old value. Budgets are enforced on
+entering (agent.enforcer): BudgetExceeded from __enter__ means the block did not run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from agent.clock import Clock
+from agent.enforcer import BudgetGuard
 from agent.entry import STATUS_ERROR, STATUS_OK, StaticFields
 from agent.flusher import Flusher
 from agent.record import INT64_MAX
@@ -26,14 +28,26 @@ RUNTIME = "span"
 
 class Span:
     __slots__ = (
-        "_flusher", "_static", "_tags", "_clock", "start_ns", "_cpu_start_ns",
-        "batch_size", "input_bytes", "output_bytes", "input_tokens", "output_tokens",
+        "_clock",
+        "_cpu_start_ns",
+        "_flusher",
+        "_guard",
+        "_static",
+        "_tags",
+        "batch_size",
+        "input_bytes",
+        "input_tokens",
+        "output_bytes",
+        "output_tokens",
+        "start_ns",
     )
 
     def __init__(
-        self, flusher: Flusher, static: StaticFields, tags: Mapping[str, str] | None, clock: Clock
+        self, flusher: Flusher, static: StaticFields, tags: Mapping[str, str] | None, clock: Clock,
+        guard: BudgetGuard | None = None,
     ) -> None:
         self._flusher = flusher
+        self._guard = guard if guard is not None else BudgetGuard()
         self._static = static
         self._tags = tags
         self._clock = clock
@@ -70,6 +84,9 @@ class Span:
         return count
 
     def __enter__(self) -> Span:
+        enforcer = self._guard.enforcer
+        if enforcer is not None:
+            enforcer.check(self._static, self._tags)
         clock = self._clock
         self._cpu_start_ns = clock.thread_time_ns()
         self.start_ns = clock.perf_counter_ns()

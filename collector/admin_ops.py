@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import time
+from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 
+from collector import projections
 from collector.books import PriceBookRow
+from collector.budgets import BudgetError
 from collector.focus_files import FORMATS, export_focus
-from collector.params import DeviceSpec, QueryError, RecordRef, TimeRange
+from collector.params import (
+    DeviceSpec,
+    EventsQuery,
+    ForecastQuery,
+    QueryError,
+    RecordRef,
+    TimeRange,
+)
 from collector.pricebook import PriceBookError
 from collector.pricing import decimal_text, picos_to_decimal
+from collector.spend_series import day_of
 from collector.store import DeviceRow, Store
 
 NOT_FOUND = "not_found"
@@ -160,3 +173,98 @@ def export_focus_file(store: Store, path: Path, *, file_format: str, scope: Time
     except ValueError as err:  # the format and range were checked: raw records were pruned
         raise QueryError("since", str(err)) from None
     return summary.to_json()
+
+
+def today() -> date:
+    """The current UTC day: the forecasts' history ends before it."""
+    return day_of(time.time_ns())
+
+
+def forecast(store: Store, query: ForecastQuery) -> dict:
+    """The forecast of a scope's spend and of its budgets' periods (collector.projections)."""
+    return projections.scope_forecast(
+        store, query.scope, today=today(), horizon_days=query.horizon_days, since=query.since,
+    )
+
+
+# Budgets and webhooks
+
+
+def list_budgets(store: Store) -> list[dict]:
+    return [status.to_json() for status in store.list_budgets()]
+
+
+def get_budget(store: Store, name: str) -> dict:
+    status = store.budget(name)
+    if status is None:
+        raise Refused(NOT_FOUND, f"no budget named or with id {name!r}", "name")
+    return status.to_json()
+
+
+def add_budget(store: Store, document: Mapping, *, document_field: str | None = None) -> dict:
+    """Add a budget; its status. A fault in the document names its dotted path (under
+    `document_field` when the document is one field of the request)."""
+    try:
+        budget = store.add_budget(document)
+    except BudgetError as err:
+        raise QueryError(_in(document_field, err.field), str(err)) from None
+    except ValueError as err:  # the document was checked: the name is taken
+        raise Refused(EXISTS, str(err), _in(document_field, "name")) from None
+    return get_budget(store, budget.budget_id)
+
+
+def update_budget(store: Store, name: str, document: Mapping, *, document_field: str | None = None) -> dict:
+    """Replace a budget's document; its status."""
+    try:
+        budget = store.update_budget(name, document)
+    except KeyError as err:
+        raise Refused(NOT_FOUND, _text(err), "name") from None
+    except BudgetError as err:
+        raise QueryError(_in(document_field, err.field), str(err)) from None
+    except ValueError as err:  # renamed to a name another budget has
+        raise Refused(EXISTS, str(err), _in(document_field, "name")) from None
+    return get_budget(store, budget.budget_id)
+
+
+def delete_budget(store: Store, name: str) -> None:
+    try:
+        store.delete_budget(name)
+    except KeyError as err:
+        raise Refused(NOT_FOUND, _text(err), "name") from None
+
+
+def budget_events(store: Store, query: EventsQuery) -> list[dict]:
+    """Budget events, oldest first; a deleted budget's by its id."""
+    try:
+        events = store.budget_events(budget=query.budget, since_unix_ns=query.since_unix_ns, limit=query.limit)
+    except KeyError as err:
+        raise Refused(NOT_FOUND, _text(err), "budget") from None
+    return [event.to_json() for event in events]
+
+
+def add_webhook(store: Store, url: str) -> dict:
+    """Add a webhook: {"webhook_id", "url", "secret"}, the secret shown only this once."""
+    try:
+        new = store.add_webhook(url)
+    except ValueError as err:
+        raise QueryError("url", str(err)) from None
+    return {"webhook_id": new.webhook_id, "url": new.url, "secret": new.secret}
+
+
+def list_webhooks(store: Store) -> list[dict]:
+    return [row.to_json() for row in store.list_webhooks()]
+
+
+def revoke_webhook(store: Store, webhook_id: str) -> dict:
+    """Stop delivering to a webhook; the webhook as it is now."""
+    try:
+        store.revoke_webhook(webhook_id)
+    except KeyError as err:
+        raise Refused(NOT_FOUND, _text(err), "id") from None
+    return next(row.to_json() for row in store.list_webhooks() if row.webhook_id == webhook_id)
+
+
+def _in(document_field: str | None, field: str) -> str | None:
+    if document_field is None:
+        return field or None
+    return f"{document_field}.{field}" if field else document_field

@@ -154,6 +154,86 @@ class AdminServicer:
         return costs_to_proto(report.to_json())
 
 
+    async def GetForecast(self, request: admin_pb2.GetForecastRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetForecastResponse:
+        # "", 0 and 0 mean global, 30 days and the default history, as documented in admin.proto.
+        answer = await self._do(
+            context,
+            lambda: params.forecast_query(
+                request.scope or None, request.horizon_days or None, request.since_unix_ns or None,
+                today=admin_ops.today(),
+            ),
+            admin_ops.forecast,
+        )
+        return admin_pb2.GetForecastResponse(forecast_json=json.dumps(answer))
+
+    async def ListBudgets(self, request: admin_pb2.ListBudgetsRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListBudgetsResponse:
+        budgets = await call_store(context, admin_ops.list_budgets, self._store)
+        return admin_pb2.ListBudgetsResponse(budgets_json=json.dumps(budgets))
+
+    async def GetBudget(self, request: admin_pb2.GetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.BudgetResponse:
+        status = await self._do(context, lambda: params.budget_name(request.name), admin_ops.get_budget)
+        return admin_pb2.BudgetResponse(budget_json=json.dumps(status))
+
+    async def CreateBudget(self, request: admin_pb2.CreateBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.BudgetResponse:
+        status = await self._do(
+            context, lambda: _document(request.document_json), admin_ops.add_budget, document_field="document_json"
+        )
+        return admin_pb2.BudgetResponse(budget_json=json.dumps(status))
+
+    async def UpdateBudget(self, request: admin_pb2.UpdateBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.BudgetResponse:
+        def check() -> tuple[str, dict]:
+            return params.budget_name(request.name), _document(request.document_json)
+
+        def update(store: Store, checked: tuple[str, dict]) -> dict:
+            return admin_ops.update_budget(store, *checked, document_field="document_json")
+
+        status = await self._do(context, check, update)
+        return admin_pb2.BudgetResponse(budget_json=json.dumps(status))
+
+    async def DeleteBudget(self, request: admin_pb2.DeleteBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.DeleteBudgetResponse:
+        await self._do(context, lambda: params.budget_name(request.name), admin_ops.delete_budget)
+        return admin_pb2.DeleteBudgetResponse()
+
+    async def ListBudgetEvents(
+        self, request: admin_pb2.ListBudgetEventsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListBudgetEventsResponse:
+        # "", 0 and 0 mean every budget, any time and 100, as documented in admin.proto.
+        events = await self._do(
+            context,
+            lambda: params.events_query(request.budget or None, request.since_unix_ns or None, request.limit or None),
+            admin_ops.budget_events,
+        )
+        return admin_pb2.ListBudgetEventsResponse(events_json=json.dumps(events))
+
+    async def ListWebhooks(self, request: admin_pb2.ListWebhooksRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListWebhooksResponse:
+        rows = await call_store(context, admin_ops.list_webhooks, self._store)
+        return admin_pb2.ListWebhooksResponse(webhooks=[webhook_to_proto(row) for row in rows])
+
+    async def AddWebhook(self, request: admin_pb2.AddWebhookRequest, context: grpc.aio.ServicerContext) -> admin_pb2.AddWebhookResponse:
+        added = await self._do(context, lambda: params.webhook_url(request.url), admin_ops.add_webhook)
+        webhooks = await call_store(context, admin_ops.list_webhooks, self._store)
+        row = next(row for row in webhooks if row["webhook_id"] == added["webhook_id"])
+        return admin_pb2.AddWebhookResponse(webhook=webhook_to_proto(row), secret=added["secret"])
+
+    async def RevokeWebhook(self, request: admin_pb2.RevokeWebhookRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Webhook:
+        row = await self._do(
+            context, lambda: params.webhook_id(request.webhook_id, field="webhook_id"), admin_ops.revoke_webhook
+        )
+        return webhook_to_proto(row)
+
+
+def _document(text: str) -> dict:
+    """A budget document sent as JSON text."""
+    return params.json_object(params.parse_json(text.encode(), field="document_json"), field="document_json")
+
+
+def webhook_to_proto(row: dict) -> admin_pb2.Webhook:
+    return admin_pb2.Webhook(
+        webhook_id=row["webhook_id"], url=row["url"], created_unix_ns=row["created_unix_ns"],
+        revoked=row["revoked"],
+    )
+
+
 def device_to_proto(row: DeviceRow) -> admin_pb2.Device:
     """The device's JSON form (the HTTP API's) as a Device: the two have the same fields."""
     return admin_pb2.Device(**admin_ops.device_json(row))

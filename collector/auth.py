@@ -40,6 +40,16 @@ HTTP_ROLES: dict[str, str | None] = {
     "export_focus": tokens.VIEWER,
     "reprice": tokens.ADMIN,
     "prune": tokens.ADMIN,
+    "forecasts": tokens.VIEWER,
+    "budgets": tokens.VIEWER,
+    "budget": tokens.VIEWER,
+    "budget_events": tokens.VIEWER,
+    "webhooks": tokens.VIEWER,
+    "create_budget": tokens.ADMIN,
+    "update_budget": tokens.ADMIN,
+    "delete_budget": tokens.ADMIN,
+    "add_webhook": tokens.ADMIN,
+    "revoke_webhook": tokens.ADMIN,
 }
 # infermeter.v1.Admin methods -> the role they need.
 GRPC_ROLES: dict[str, str] = {
@@ -55,6 +65,16 @@ GRPC_ROLES: dict[str, str] = {
     "CreatePriceBook": tokens.ADMIN,
     "Reprice": tokens.ADMIN,
     "PruneRecords": tokens.ADMIN,
+    "GetForecast": tokens.VIEWER,
+    "ListBudgets": tokens.VIEWER,
+    "GetBudget": tokens.VIEWER,
+    "ListBudgetEvents": tokens.VIEWER,
+    "ListWebhooks": tokens.VIEWER,
+    "CreateBudget": tokens.ADMIN,
+    "UpdateBudget": tokens.ADMIN,
+    "DeleteBudget": tokens.ADMIN,
+    "AddWebhook": tokens.ADMIN,
+    "RevokeWebhook": tokens.ADMIN,
 }
 
 

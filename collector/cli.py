@@ -263,6 +263,110 @@ def _token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+# admin budget
+
+
+def _read_budget(name: str) -> dict:
+    """A budget document from a .toml file, JSON from any other, or JSON or TOML from stdin ("-")."""
+    if name != "-":
+        return _read_document(Path(name))
+    text = sys.stdin.read()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        try:
+            document = tomllib.loads(text)
+        except ValueError as err:
+            raise CommandError(f"stdin is neither JSON nor TOML: {err}", 2) from None
+    if not isinstance(document, dict):
+        raise CommandError("stdin: a budget is a JSON object / TOML table", 2)
+    return document
+
+
+def _print_budget(status) -> None:
+    budget = status.budget
+    document = status.to_json()
+    print(f"budget {budget.name} ({budget.budget_id}): {budget.scope}, {budget.action}, "
+          f"{document['spent']} of {document['budget']['amount']} {'Wh' if budget.unit == 'energy' else ''}".rstrip()
+          + f" ({document['percent']} %) this {budget.period} ({budget.timezone}), {status.state}")
+    print(f"  period {_utc(status.period_start_unix_ns)} to {_utc(status.period_end_unix_ns)} UTC, "
+          f"thresholds {', '.join(f'{t} %' for t in budget.thresholds)}")
+
+
+@_command
+def _budget_add(args: argparse.Namespace) -> int:
+    document = _read_budget(args.file)
+    with _open_store(args) as store:
+        budget = store.add_budget(document)
+        status = store.budget(budget.budget_id)
+    if args.json:
+        _print_json(status.to_json())
+    else:
+        _print_budget(status)
+    return 0
+
+
+@_command
+def _budget_update(args: argparse.Namespace) -> int:
+    document = _read_budget(args.file)
+    with _open_store(args, create=False) as store:
+        try:
+            budget = store.update_budget(args.name, document)
+        except KeyError:
+            raise CommandError(f"no budget {args.name!r} (see: infermeter admin budget list)", 2) from None
+        status = store.budget(budget.budget_id)
+    if args.json:
+        _print_json(status.to_json())
+    else:
+        _print_budget(status)
+    return 0
+
+
+@_command
+def _budget_list(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        statuses = store.list_budgets()
+    if args.json:
+        _print_json({"budgets": [status.to_json() for status in statuses]})
+        return 0
+    lines = []
+    for status in statuses:
+        document = status.to_json()
+        budget = status.budget
+        lines.append((budget.name, budget.scope, budget.period, budget.action, document["budget"]["amount"],
+                      document["spent"], document["percent"], status.state))
+    header = ("name", "scope", "period", "action", "amount", "spent", "%", "state")
+    print(_table(header, lines, right=(4, 5, 6)) if lines else "no budgets; add one with: infermeter admin budget add FILE")
+    return 0
+
+
+@_command
+def _budget_show(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        status = store.budget(args.name)
+    if status is None:
+        raise CommandError(f"no budget {args.name!r} (see: infermeter admin budget list)", 2)
+    if args.json:
+        _print_json(status.to_json())
+    else:
+        _print_budget(status)
+    return 0
+
+
+@_command
+def _budget_delete(args: argparse.Namespace) -> int:
+    with _open_store(args, create=False) as store:
+        try:
+            store.delete_budget(args.name)
+        except KeyError:
+            raise CommandError(f"no budget {args.name!r} (see: infermeter admin budget list)", 2) from None
+    if args.json:
+        _print_json({"deleted": args.name})
+    else:
+        print(f"budget {args.name} deleted: devices stop enforcing it at their next push")
+    return 0
+
+
 # admin pricebook
 
 
@@ -734,6 +838,35 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
                  epilog="examples:\n  infermeter admin pricebook show 1\n  infermeter admin pricebook show 2 --json")
     show.add_argument("id", type=_book_id, metavar="ID", help="the version's id (infermeter admin pricebook list)")
 
+    budget = _group(admin, "budget", help="add, list, show, update and delete budgets", dest="budget_command")
+    add = _leaf(
+        budget, "add", _budget_add,
+        help="add a budget",
+        description="Add a budget (a JSON document, TOML if the file ends in .toml, or either on stdin with -). "
+        "Its current period starts from what its scope spent so far. See README, Budgets.",
+        epilog="examples:\n"
+        "  infermeter admin budget add search-monthly.toml\n"
+        "  echo '{\"name\": \"daily\", \"scope\": \"global\", \"period\": \"day\", \"amount\": \"20.00\"}' "
+        "| infermeter admin budget add -",
+    )
+    add.add_argument("file", metavar="FILE|-", help="the budget, .json or .toml, or - for stdin")
+    _leaf(budget, "list", _budget_list, help="list budgets and their current period's spend",
+          epilog="examples:\n  infermeter admin budget list\n  infermeter admin budget list --json")
+    show = _leaf(budget, "show", _budget_show, help="show a budget and its current period's spend",
+                 epilog="examples:\n  infermeter admin budget show search-monthly\n  infermeter admin budget show search-monthly --json")
+    show.add_argument("name", help="the budget's name or id")
+    update = _leaf(
+        budget, "update", _budget_update,
+        help="replace a budget's document",
+        description="Replace a budget's whole document; its current period's spend is summed again.",
+        epilog="examples:\n  infermeter admin budget update search-monthly search-monthly.toml",
+    )
+    update.add_argument("name", help="the budget's name or id")
+    update.add_argument("file", metavar="FILE|-", help="the new document, .json or .toml, or - for stdin")
+    delete = _leaf(budget, "delete", _budget_delete, help="delete a budget (its events stay)",
+                   epilog="examples:\n  infermeter admin budget delete search-monthly")
+    delete.add_argument("name", help="the budget's name or id")
+
     prune = _leaf(
         admin, "prune", _prune,
         help="delete raw records older than a time, keeping their hourly roll-ups",
@@ -758,10 +891,16 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
     reprice.add_argument("--since", type=_time_ns, metavar="TIME", help=f"start of the range (inclusive): {TIME_FORMS}")
     reprice.add_argument("--until", type=_time_ns, metavar="TIME", help=f"end of the range (exclusive): {TIME_FORMS}")
     reprice.add_argument("--device", metavar="DEVICE", help="only this device's records (its name or id)")
+    from collector import alerts_cli  # here, not at the top: it imports this module
+
+    alerts_cli.register_admin(admin)
 
 
 def _register_report(subparsers: argparse._SubParsersAction) -> None:
     report = _group(subparsers, "report", help="cost reports", dest="report_command")
+    from collector import alerts_cli  # here, not at the top: it imports this module
+
+    alerts_cli.register_report(report)
     costs = _leaf(
         report, "costs", _report_costs,
         help="what inference cost, grouped as you ask",

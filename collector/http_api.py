@@ -306,6 +306,88 @@ async def export_focus(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def forecasts(request: web.Request) -> web.Response:
+    query = _query(request, ("scope", "horizon_days", "since"))
+    await _no_body(request)
+    checked = params.forecast_query(
+        query.get("scope"), query.get("horizon_days"), query.get("since"), today=admin_ops.today()
+    )
+    return web.json_response(await asyncio.to_thread(admin_ops.forecast, request.app[STORE], checked))
+
+
+async def budgets(request: web.Request) -> web.Response:
+    _query(request, ())
+    await _no_body(request)
+    return web.json_response({"budgets": await asyncio.to_thread(admin_ops.list_budgets, request.app[STORE])})
+
+
+async def create_budget(request: web.Request) -> web.Response:
+    _query(request, ())
+    document = await _document(request)
+    return web.json_response(await asyncio.to_thread(admin_ops.add_budget, request.app[STORE], document), status=201)
+
+
+async def get_budget(request: web.Request) -> web.Response:
+    name = await _named_budget(request)
+    return web.json_response(await asyncio.to_thread(admin_ops.get_budget, request.app[STORE], name))
+
+
+async def update_budget(request: web.Request) -> web.Response:
+    _query(request, ())
+    name = params.budget_name(request.match_info["name"])
+    document = await _document(request)
+    return web.json_response(await asyncio.to_thread(admin_ops.update_budget, request.app[STORE], name, document))
+
+
+async def delete_budget(request: web.Request) -> web.Response:
+    name = await _named_budget(request)
+    await asyncio.to_thread(admin_ops.delete_budget, request.app[STORE], name)
+    return web.Response(status=204)
+
+
+async def _named_budget(request: web.Request) -> str:
+    _query(request, ())
+    await _no_body(request)
+    return params.budget_name(request.match_info["name"])
+
+
+async def _document(request: web.Request) -> dict:
+    """A JSON object body that is a whole document (a budget's), checked by its own rules."""
+    data = await request.read()
+    _check_json_type(request)
+    document = params.parse_json(data)
+    if not isinstance(document, dict):
+        raise QueryError(None, "the body must be a JSON object: the budget document", code="invalid_body")
+    return document
+
+
+async def budget_events(request: web.Request) -> web.Response:
+    query = _query(request, ("budget", "since", "limit"))
+    await _no_body(request)
+    checked = params.events_query(query.get("budget"), query.get("since"), query.get("limit"))
+    return web.json_response({"events": await asyncio.to_thread(admin_ops.budget_events, request.app[STORE], checked)})
+
+
+async def webhooks(request: web.Request) -> web.Response:
+    _query(request, ())
+    await _no_body(request)
+    return web.json_response({"webhooks": await asyncio.to_thread(admin_ops.list_webhooks, request.app[STORE])})
+
+
+async def add_webhook(request: web.Request) -> web.Response:
+    _query(request, ())
+    body = await _body(request, required=("url",))
+    url = params.webhook_url(body["url"])
+    return web.json_response(await asyncio.to_thread(admin_ops.add_webhook, request.app[STORE], url), status=201)
+
+
+async def revoke_webhook(request: web.Request) -> web.Response:
+    _query(request, ())
+    await _no_body(request)
+    webhook_id = params.webhook_id(request.match_info["id"])
+    return web.json_response(await asyncio.to_thread(admin_ops.revoke_webhook, request.app[STORE], webhook_id))
+
+
 async def _body(
     request: web.Request, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = (), empty: bool = False
 ) -> dict:
@@ -314,12 +396,16 @@ async def _body(
     data = await request.read()
     if not data and empty:
         return {}
+    _check_json_type(request)
+    return params.body_fields(params.parse_json(data), required=required, optional=optional)
+
+
+def _check_json_type(request: web.Request) -> None:
     if request.content_type != "application/json":
         raise ApiError(
             415, "unsupported_media_type",
             f"the body must be JSON sent as Content-Type: application/json, not {request.content_type}", "Content-Type",
         )
-    return params.body_fields(params.parse_json(data), required=required, optional=optional)
 
 
 async def _no_body(request: web.Request) -> None:
@@ -354,5 +440,15 @@ def make_app(store: Store) -> web.Application:
     app.router.add_post("/api/v1/reprice", reprice, name="reprice")
     app.router.add_post("/api/v1/prune", prune, name="prune")
     app.router.add_get("/api/v1/exports/focus", export_focus, allow_head=False, name="export_focus")
+    app.router.add_get("/api/v1/forecasts", forecasts, allow_head=False, name="forecasts")
+    app.router.add_get("/api/v1/budgets", budgets, allow_head=False, name="budgets")
+    app.router.add_post("/api/v1/budgets", create_budget, name="create_budget")
+    app.router.add_get("/api/v1/budgets/{name}", get_budget, allow_head=False, name="budget")
+    app.router.add_put("/api/v1/budgets/{name}", update_budget, name="update_budget")
+    app.router.add_delete("/api/v1/budgets/{name}", delete_budget, name="delete_budget")
+    app.router.add_get("/api/v1/budget-events", budget_events, allow_head=False, name="budget_events")
+    app.router.add_get("/api/v1/webhooks", webhooks, allow_head=False, name="webhooks")
+    app.router.add_post("/api/v1/webhooks", add_webhook, name="add_webhook")
+    app.router.add_post("/api/v1/webhooks/{id}/revoke", revoke_webhook, name="revoke_webhook")
     app.router.add_get("/api/v1/openapi.json", openapi, allow_head=False, name="openapi")
     return app

@@ -22,6 +22,7 @@ from agent.codec import record_from_proto
 from agent.failpoints import failpoint
 from agent.record import InvalidRecord, UsageRecord, check_text, validate_all
 from collector.auth import bearer_token
+from collector.budget_push import DeviceBudget, PriceHint
 from collector.rpc import call_store
 from collector.store import DeviceInfo, Store
 
@@ -36,8 +37,13 @@ def decode_batch(request: ingest_pb2.PushRequest) -> tuple[DeviceInfo, list[Usag
     """The request's device info and records, or InvalidRecord naming what is wrong."""
     if not _STREAM_ID.fullmatch(request.stream_id):
         raise InvalidRecord("stream_id", "must be 32 lowercase hexadecimal characters")
-    if not 1 <= len(request.records) <= MAX_BATCH_RECORDS:
-        raise InvalidRecord("records", f"a batch holds 1 to {MAX_BATCH_RECORDS} records, got {len(request.records)}")
+    if len(request.records) > MAX_BATCH_RECORDS:
+        raise InvalidRecord("records", f"a batch holds 0 to {MAX_BATCH_RECORDS} records, got {len(request.records)}")
+    if not request.records:
+        # A heartbeat: the device asks for the budget state it enforces.
+        if request.first_seq or request.last_seq:
+            raise InvalidRecord("first_seq", "an empty batch has first_seq and last_seq 0")
+        return _decode_device(request.device), []
     records = [record_from_proto(message) for message in request.records]
     validate_all(records)
     seqs = [record.seq for record in records]
@@ -84,9 +90,33 @@ class IngestServicer:
         failpoint("ingest.after_commit")
         # Only while the device's token is being rotated: hand over the new one, or retire the old.
         new_token = await call_store(context, self._store.advance_rotation, auth, token) if auth.rotation else ""
+        state = await call_store(context, self._store.push_state, auth.device_id)
         return ingest_pb2.PushResponse(
             acked_through_seq=result.acked_through_seq,
             inserted=result.inserted,
             duplicates=result.duplicates,
             new_token=new_token,
+            budgets=[_budget_state(budget, state.currency) for budget in state.budgets],
+            price_hints=[_price_hint(hint, state.currency) for hint in state.price_hints],
         )
+
+
+def _budget_state(device_budget: DeviceBudget, currency: str) -> ingest_pb2.BudgetState:
+    status = device_budget.status
+    budget = status.budget
+    money = budget.unit == "money"
+    return ingest_pb2.BudgetState(
+        budget_id=budget.budget_id, scope=budget.scope, action=budget.action, state=status.state,
+        currency=currency, name=budget.name, unit=budget.unit,
+        lease_remaining_pico=device_budget.lease if money else 0,
+        lease_remaining_uj=0 if money else device_budget.lease,
+        throttle_per_second=float(budget.throttle_per_second or 0),
+        period_end_unix_ns=status.period_end_unix_ns, message=device_budget.message,
+    )
+
+
+def _price_hint(hint: PriceHint, currency: str) -> ingest_pb2.PriceHint:
+    return ingest_pb2.PriceHint(
+        model=hint.model, runtime=hint.runtime, currency=currency,
+        cost_per_inference_pico=hint.cost_per_inference_pico, energy_per_inference_uj=hint.energy_per_inference_uj,
+    )

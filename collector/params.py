@@ -14,7 +14,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 from collector.pricebook import NAME_PATTERN
 
@@ -255,4 +256,131 @@ def json_object(value: object, *, field: str) -> Mapping:
     """A document that must be a JSON object (a price book)."""
     if not isinstance(value, dict):
         raise QueryError(field, f"{field} must be a JSON object, not {_json_type(value)}")
+    return value
+
+
+# Budget scopes, as budget documents write them (collector.budgets, README.md "Budgets").
+
+SCOPE_FORMS = '"global", "device:NAME", "model:NAME", "site:NAME" or "tag:KEY=VALUE"'
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a budget or a forecast covers: `kind` global, device, model, site or tag, and
+    `value` the device, model or site name, or the tag as KEY=VALUE ("" for global)."""
+
+    kind: str
+    value: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.kind if self.kind == "global" else f"{self.kind}:{self.value}"
+
+
+def parse_scope(value: object, *, field: str = "scope") -> Scope:
+    """A scope from its text form (SCOPE_FORMS), by the budgets' own rules."""
+    from collector.budgets import BudgetError
+    from collector.budgets import parse_scope as parse_budget_scope
+
+    if type(value) is not str:
+        raise QueryError(field, f"{field} must be a string: {SCOPE_FORMS}, not {_json_type(value)}")
+    try:
+        return Scope(*parse_budget_scope(value))
+    except BudgetError as err:
+        raise QueryError(field, f"{field} {err.reason}") from None
+
+
+DEFAULT_HORIZON_DAYS = 30
+MAX_HORIZON_DAYS = 366
+MAX_HISTORY_DAYS = 3 * 366
+_DAYS = re.compile(r"[0-9]{1,4}")
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastQuery:
+    """A scope's forecast over the `horizon_days` from today, from its history since `since`
+    (a UTC day; None: the default history)."""
+
+    scope: Scope
+    horizon_days: int = DEFAULT_HORIZON_DAYS
+    since: date | None = None
+
+
+def forecast_query(scope: object = None, horizon_days: object = None, since: object = None, *, today: date) -> ForecastQuery:
+    """A forecast request; each value may be left out (None). horizon_days is an integer or its
+    digits; since is a time (its UTC day), before today and at most MAX_HISTORY_DAYS earlier."""
+    if type(horizon_days) is str and _DAYS.fullmatch(horizon_days):
+        horizon_days = int(horizon_days)
+    if horizon_days is None:
+        horizon_days = DEFAULT_HORIZON_DAYS
+    if type(horizon_days) is not int or not 1 <= horizon_days <= MAX_HORIZON_DAYS:
+        raise QueryError("horizon_days", f"{horizon_days!r} is not a whole number of days from 1 to {MAX_HORIZON_DAYS}")
+    since_day = None
+    if since is not None:
+        since_day = (_EPOCH + timedelta(microseconds=time_value(since, field="since") // 1000)).date()
+        if not today - timedelta(days=MAX_HISTORY_DAYS) <= since_day < today:
+            raise QueryError(
+                "since", f"since must be a day before today and at most {MAX_HISTORY_DAYS} days ago, not {since_day}"
+            )
+    return ForecastQuery(Scope("global") if scope is None else parse_scope(scope), horizon_days, since_day)
+
+
+# Budgets and webhooks
+
+MAX_URL_CHARS = 2048
+MAX_EVENTS = 1000
+DEFAULT_EVENTS = 100
+_LIMIT = re.compile(r"[0-9]{1,4}")
+_WEBHOOK_ID = re.compile(r"whk_[0-9a-f]{24}")
+_URL_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsQuery:
+    """Budget events, newest first: of one budget (its name or id; None: all), created at or
+    after since (None: any time), at most `limit`."""
+
+    budget: str | None = None
+    since_unix_ns: int | None = None
+    limit: int = DEFAULT_EVENTS
+
+
+def budget_name(value: object, *, field: str = "name") -> str:
+    """A budget's name or id, as a path or query names it."""
+    return check_name(value, field=field)
+
+
+def events_query(budget: object = None, since: object = None, limit: object = None) -> EventsQuery:
+    if type(limit) is str and _LIMIT.fullmatch(limit):
+        limit = int(limit)
+    if limit is None:
+        limit = DEFAULT_EVENTS
+    if type(limit) is not int or not 1 <= limit <= MAX_EVENTS:
+        raise QueryError("limit", f"{limit!r} is not a whole number from 1 to {MAX_EVENTS}")
+    return EventsQuery(
+        None if budget is None else budget_name(budget, field="budget"),
+        None if since is None else time_value(since, field="since"),
+        limit,
+    )
+
+
+def webhook_url(value: object, *, field: str = "url") -> str:
+    """An http(s) URL with a host, checked by its form alone: nothing is fetched or resolved."""
+    if type(value) is not str:
+        raise QueryError(field, f"{field} must be a string (an http or https URL), not {_json_type(value)}")
+    if not 1 <= len(value) <= MAX_URL_CHARS or _URL_SPACE.search(value):
+        raise QueryError(field, f"a webhook URL is 1-{MAX_URL_CHARS} characters without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as err:
+        raise QueryError(field, f"{value[:80]!r} is not a URL: {err}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise QueryError(field, f"{value[:80]!r} is not an http or https URL with a host")
+    return value
+
+
+def webhook_id(value: object, *, field: str = "id") -> str:
+    if type(value) is not str or not _WEBHOOK_ID.fullmatch(value):
+        raise QueryError(field, f"{str(value)[:80]!r} is not a webhook id (whk_ and 24 hex digits)")
     return value

@@ -199,3 +199,78 @@ pruned_streams = sa.Table(
     sa.Column("stream_id", sa.Text, primary_key=True),
     sa.Column("max_seq", sa.BigInteger, nullable=False),
 )
+
+# Budgets (collector.budgets): the parsed document's fields; a deleted budget keeps its row
+# (deleted_unix_ns set) so that its events keep their name.
+budgets = sa.Table(
+    "budgets",
+    metadata,
+    sa.Column("budget_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("scope_kind", sa.String(16), nullable=False),
+    sa.Column("scope_value", sa.Text, nullable=False),
+    sa.Column("period", sa.String(8), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("unit", sa.String(8), nullable=False),
+    # Picos of the collector's currency, or µJ.
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("thresholds", sa.JSON, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("throttle_per_second", sa.Text, nullable=True),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("deleted_unix_ns", sa.BigInteger, nullable=True),
+)
+
+# What each budget's scope spent per period (collector.budget_ledger), kept by ingest from the
+# rows it inserted, in the same transaction; spent = spent_hi * ROLLUP_SPLIT + spent_lo.
+budget_spend = sa.Table(
+    "budget_spend",
+    metadata,
+    sa.Column("budget_id", sa.String(32), sa.ForeignKey(budgets.c.budget_id), primary_key=True),
+    sa.Column("period_start_unix_ns", sa.BigInteger, primary_key=True),
+    sa.Column("spent_hi", sa.BigInteger, nullable=False),
+    sa.Column("spent_lo", sa.BigInteger, nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+)
+
+# Threshold crossings, forecasts and anomalies: the unique key stores each exactly once,
+# whichever replica or retry makes it.
+budget_events = sa.Table(
+    "budget_events",
+    metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("budget_id", sa.String(32), sa.ForeignKey(budgets.c.budget_id), nullable=False),
+    sa.Column("period_start_unix_ns", sa.BigInteger, nullable=False),
+    # "threshold" (key: the percent), "forecast" (key: "exceeds"), "anomaly" (key: the UTC date)
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.UniqueConstraint("budget_id", "period_start_unix_ns", "kind", "key"),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("webhook_id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # The HMAC-SHA256 key of the signatures (shown once when added).
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_unix_ns", sa.BigInteger, nullable=True),
+)
+
+# A delivery per (event, webhook live when the event was stored), inserted with the event.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("event_id", sa.Integer, sa.ForeignKey(budget_events.c.event_id), primary_key=True),
+    sa.Column("webhook_id", sa.String(32), sa.ForeignKey(webhooks.c.webhook_id), primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_unix_ns", sa.BigInteger, nullable=False),
+    # 0: unclaimed; else a sender holds it until then.
+    sa.Column("claimed_until_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("delivered_unix_ns", sa.BigInteger, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False),
+)

@@ -13,7 +13,9 @@ accepting, in-flight calls get GRACE_S to finish (a Push that has committed stil
 reply), then the store is closed and serve() returns 0.
 
 With retain_raw_days, raw records older than that are pruned (collector.retention) at start and
-then every PRUNE_INTERVAL_S, on a worker thread.
+then every PRUNE_INTERVAL_S, on a worker thread. Two more tasks run throughout: the budgets'
+forecast and anomaly alerts (collector.budget_alerts, at start and then hourly) and webhook
+delivery (collector.webhooks); both stop with the servers, a send in flight finishing first.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 from agent.files import write_atomically
 from collector.admin_service import AdminServicer
+from collector.budget_alerts import BudgetAlerts
 from collector.http_api import make_app
 from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
 from collector.params import format_address, parse_address
@@ -42,6 +45,7 @@ from collector.retention import RawRetention
 from collector.rpc import add_service
 from collector.store import Store
 from collector.tls import ServerTls, is_loopback
+from collector.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -172,13 +176,19 @@ async def _run(
     if ready_file is not None:
         write_ready_file(ready_file, servers)
     pruning = asyncio.create_task(keep_pruning(retention, stop)) if retention is not None else None
+    background = [
+        asyncio.create_task(BudgetAlerts(store).run(stop)),
+        asyncio.create_task(WebhookSender(store).run(stop)),
+    ]
     try:
         await stop.wait()
         logger.info("stopping: finishing in-flight calls (up to %.0f s)", GRACE_S)
     finally:
+        stop.set()
         await servers.stop()
         if pruning is not None:
             await pruning  # a prune page in flight ends with its transaction
+        await asyncio.gather(*background)
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
 

@@ -19,8 +19,19 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from agent.record import InvalidRecord, UsageRecord, check_text
-from collector import credentials, repricing, retention, tokens
+from collector import (
+    budget_ledger,
+    budget_store,
+    credentials,
+    repricing,
+    retention,
+    tokens,
+    webhook_store,
+)
 from collector.books import PriceBookRow, PriceBooks
+from collector.budget_ledger import BudgetBook
+from collector.budget_push import PushState, PushStates
+from collector.budgets import Budget, BudgetError, BudgetEvent, BudgetStatus
 from collector.bulk import insert_new_rows
 from collector.costing import record_discount, run_report
 from collector.credentials import (
@@ -51,11 +62,16 @@ from collector.rollups import add_to_rollups
 from collector.rows import RECORD_COLUMNS, priced_rows
 from collector.schema import device_rotations, device_tokens, devices, price_books
 from collector.schema import records as records_table
+from collector.webhook_store import NewWebhook, WebhookRow
 
 __all__ = [
     "DEVICE_NAME_RULE",
     "AdminAuth",
     "AdminTokenRow",
+    "Budget",
+    "BudgetError",
+    "BudgetEvent",
+    "BudgetStatus",
     "CostGroup",
     "CostReport",
     "DeviceAuth",
@@ -64,13 +80,16 @@ __all__ = [
     "IngestResult",
     "NewAdminToken",
     "NewDevice",
+    "NewWebhook",
     "PriceBookRow",
     "PruneResult",
+    "PushState",
     "RepriceResult",
     "RotationRefused",
     "Store",
     "StoreNotFound",
     "StoreUnavailable",
+    "WebhookRow",
 ]
 
 MAX_STREAM_ID_CHARS = 128
@@ -138,6 +157,8 @@ class Store:
         self._auth_cache: TtlCache[DeviceAuth] = TtlCache(auth_cache_ttl_s)
         self._admin_cache: TtlCache[AdminAuth] = TtlCache(auth_cache_ttl_s)
         self._books = PriceBooks()
+        self._budgets = BudgetBook()
+        self._push_states = PushStates(self._budgets, self._books)
 
     @classmethod
     def open(
@@ -327,7 +348,7 @@ class Store:
         received_unix_ns = self._clock()
         with transaction(self.engine, write=True) as connection:
             known = connection.execute(
-                sa.select(devices.c.profile, devices.c.site, devices.c.cpu_cores, devices.c.hostname,
+                sa.select(devices.c.name, devices.c.profile, devices.c.site, devices.c.cpu_cores, devices.c.hostname,
                           devices.c.platform, devices.c.agent_version)
                 .where(devices.c.device_id == device_id)
                 # Pruning locks the device's row before deleting its records (collector.retention).
@@ -348,7 +369,14 @@ class Store:
                 )
                 inserted_seqs = insert_new_rows(connection, records_table, RECORD_COLUMNS, _RECORD_KEY, "seq", rows)
                 inserted = len(inserted_seqs)
-                add_to_rollups(connection, rows if inserted == len(rows) else _rows_of(rows, inserted_seqs))
+                new_rows = rows if inserted == len(rows) else _rows_of(rows, inserted_seqs)
+                add_to_rollups(connection, new_rows)
+                live = self._budgets.live(connection, for_ingest=True) if new_rows else []
+                if live:
+                    budget_ledger.add_spend(
+                        connection, self._budgets, live, new_rows, device_name=known.name, site=known.site,
+                        now_unix_ns=received_unix_ns,
+                    )
             connection.execute(
                 sa.update(devices).where(devices.c.device_id == device_id).values(
                     last_seen_unix_ns=received_unix_ns,
@@ -474,6 +502,74 @@ class Store:
                 retention.raw_cutoff(connection), since_unix_ns, until_unix_ns, from_records=from_records
             )
         return report
+
+    # Budgets and webhooks
+
+    def add_budget(self, document: Mapping) -> Budget:
+        """Add a budget (collector.budgets); its current period starts from what the records
+        matching its scope spent so far. BudgetError (a ValueError) names the offending field;
+        ValueError for a taken name."""
+        with transaction(self.engine, write=True) as connection:
+            return budget_store.insert_budget(connection, document, now_unix_ns=self._clock())
+
+    def update_budget(self, name_or_id: str, document: Mapping) -> Budget:
+        """Replace a budget's whole document; its current period's spend is summed again for
+        the new scope and period. KeyError if unknown; BudgetError, or ValueError for a taken name."""
+        with transaction(self.engine, write=True) as connection:
+            return budget_store.replace_budget(connection, name_or_id, document, now_unix_ns=self._clock())
+
+    def delete_budget(self, name_or_id: str) -> None:
+        """Stop the budget (its events stay, listed by its id). KeyError if unknown."""
+        with transaction(self.engine, write=True) as connection:
+            budget_store.soft_delete(connection, name_or_id, now_unix_ns=self._clock())
+
+    def list_budgets(self) -> list[BudgetStatus]:
+        with transaction(self.engine) as connection:
+            return budget_store.statuses(connection, self._budgets.live(connection), now_unix_ns=self._clock())
+
+    def budget(self, name_or_id: str) -> BudgetStatus | None:
+        """The live budget with this name, else with this id, and where it stands; or None."""
+        with transaction(self.engine) as connection:
+            return budget_store.status_of(connection, name_or_id, now_unix_ns=self._clock())
+
+    def budget_events(
+        self, *, budget: str | None = None, since_unix_ns: int | None = None, limit: int = 100
+    ) -> list[BudgetEvent]:
+        """Budget events oldest first, of one budget (name, or id for a deleted one) or all,
+        created at or after since. KeyError for an unknown budget; ValueError for a bad limit."""
+        with transaction(self.engine) as connection:
+            return budget_store.events(connection, budget=budget, since_unix_ns=since_unix_ns, limit=limit)
+
+    def record_budget_event(
+        self, budget_id: str, *, period_start_unix_ns: int, kind: str, key: str, details: Mapping
+    ) -> bool:
+        """Store an event once (True when new), with a delivery per live webhook."""
+        with transaction(self.engine, write=True) as connection:
+            return budget_ledger.record_event(
+                connection, budget_id, period_start_unix_ns=period_start_unix_ns, kind=kind, key=key,
+                details=dict(details), now_unix_ns=self._clock(),
+            )
+
+    def push_state(self, device_id: str) -> PushState:
+        """The budgets that can apply to the device, its leases, and its price hints, for a Push
+        reply (collector.budget_push)."""
+        with transaction(self.engine) as connection:
+            return self._push_states.state(connection, device_id, now_unix_ns=self._clock())
+
+    def add_webhook(self, url: str) -> NewWebhook:
+        """A webhook for budget events; the returned secret is its only copy. ValueError for a
+        URL that is not http(s)."""
+        with transaction(self.engine, write=True) as connection:
+            return webhook_store.insert_webhook(connection, url, now_unix_ns=self._clock())
+
+    def list_webhooks(self) -> list[WebhookRow]:
+        with transaction(self.engine) as connection:
+            return webhook_store.webhook_rows(connection)
+
+    def revoke_webhook(self, webhook_id: str) -> None:
+        """Events stored from now on are not sent to it. KeyError if unknown."""
+        with transaction(self.engine, write=True) as connection:
+            webhook_store.revoke_webhook_row(connection, webhook_id, now_unix_ns=self._clock())
 
     # Re-pricing and retention
 

@@ -12,6 +12,9 @@ neighbours) touches them all alike:
                   the caller's thread itself does per call
     otel span     an OpenTelemetry SDK span (TracerProvider, BatchSpanProcessor, an exporter
                   that discards) around session.run(...): the reference
+    budgets ok    the hot path with 3 budgets in the buffer, none of them over (no check runs)
+    budgets miss  the hot path with 3 exceeded `block` budgets, none of whose scopes covers the
+                  call (model:resnet50, model:bert, tag:project=ads): the enforcer's check runs
 
 Each call is timed alone; "added" is a variant's median minus bare's median. Means are shown
 too: they carry what medians hide, such as garbage collection and the flusher's share of the
@@ -36,9 +39,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from agent import Meter
+from agent.budget_store import BudgetStore
+from agent.budgets import BudgetState
+from agent.buffer import Buffer
 from collector.demo.model import INPUT_NAME, INPUT_WIDTH, MODEL_PATH, OUTPUT_NAME
 
 TARGET_ADDED_US = 2.0
@@ -57,6 +67,19 @@ def _session(intra_op_threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     return ort.InferenceSession(str(MODEL_PATH), options, providers=["CPUExecutionProvider"])
+
+
+def _budgets_buffer(path: Path, *, over: bool) -> Path:
+    """A buffer holding 3 block budgets, exceeded or not, none covering the benchmark's calls."""
+    period_end_ns = time.time_ns() + 86_400 * 10**9
+    budgets = [
+        BudgetState(f"bgt_{i}", f"b{i}", scope, "block", "exceeded" if over else "ok", "USD", "money",
+                    0 if over else 10**15, 0.0, period_end_ns)
+        for i, scope in enumerate(("model:resnet50", "model:bert", "tag:project=ads"))
+    ]
+    with Buffer.open(path) as buffer:
+        BudgetStore(buffer).keep_reply(budgets, [], received_unix_ns=time.time_ns(), acked_through_seq=0)
+    return path
 
 
 def _time_block(call: Callable[[], object], calls: int, samples_ns: array) -> None:
@@ -106,6 +129,14 @@ def measure(calls: int, block: int, batch: int, intra_op_threads: int) -> dict:
     metered = meter.wrap_onnx(session, version="1")
     hot_meter = Meter(workdir / "unused.db", start_thread=False, max_queue=block + 1)
     hot_path = hot_meter.wrap_onnx(session, version="1")
+    budget_meters = {
+        over: Meter(_budgets_buffer(workdir / f"budgets-{over}.db", over=over), tags={"project": "bench"},
+                    start_thread=False, max_queue=block + 1)
+        for over in (False, True)
+    }
+    budgets_ok = budget_meters[False].wrap_onnx(session, version="1")
+    budgets_miss = budget_meters[True].wrap_onnx(session, version="1")
+    assert budget_meters[False].budgets.enforcer is None and budget_meters[True].budgets.enforcer is not None
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(DiscardingExporter()))
     tracer = provider.get_tracer("infermeter.bench")
@@ -119,19 +150,26 @@ def measure(calls: int, block: int, batch: int, intra_op_threads: int) -> dict:
         "metered": lambda: metered.run(names, feed),
         "hot path": lambda: hot_path.run(names, feed),
         "otel span": otel_run,
+        "budgets ok": lambda: budgets_ok.run(names, feed),
+        "budgets miss": lambda: budgets_miss.run(names, feed),
     }
+    queues = [hot_meter.flusher.queue, *(m.flusher.queue for m in budget_meters.values())]
     samples = {name: array("q") for name in variants}
     for call in variants.values():  # warm-up: first-run allocations, thread start, buffer open
         _time_block(call, block, array("q"))
-    hot_meter.flusher.queue.clear()
+    for queue in queues:
+        queue.clear()
     order = list(variants)
     for round_index in range(-(-calls // block)):
         shift = round_index % len(order)
         for name in order[shift:] + order[:shift]:
             _time_block(variants[name], block, samples[name])
-        hot_meter.flusher.queue.clear()
+        for queue in queues:
+            queue.clear()
 
     meter.close()
+    for budget_meter in budget_meters.values():
+        budget_meter.close()
     provider.shutdown()
     stats = meter.stats()
     summaries = {name: _summary(values) for name, values in samples.items()}
@@ -170,15 +208,21 @@ def _print_table(result: dict) -> None:
         f"blocks of {setup['block']}, intra-op threads {setup['intra_op_threads']}; "
         f"{machine['cpus']} CPUs, Python {machine['python']}, onnxruntime {machine['onnxruntime']}"
     )
-    print(f"{'variant':<11}{'median µs':>11}{'mean µs':>10}{'p99 µs':>10}{'added (median)':>16}{'added (mean)':>14}")
+    print(f"{'variant':<13}{'median µs':>11}{'mean µs':>10}{'p99 µs':>10}{'added (median)':>16}{'added (mean)':>14}")
     for name, s in result["variants"].items():
         print(
-            f"{name:<11}{s['median_us']:>11.2f}{s['mean_us']:>10.2f}{s['p99_us']:>10.2f}"
+            f"{name:<13}{s['median_us']:>11.2f}{s['mean_us']:>10.2f}{s['p99_us']:>10.2f}"
             f"{s['added_median_us']:>16.2f}{s['added_mean_us']:>14.2f}"
         )
     added = result["variants"]["metered"]["added_median_us"]
     verdict = "met" if added <= result["target_added_us"] else "missed"
     print(f"target: <= {result['target_added_us']:.1f} µs added per metered run (median): {verdict}")
+    variants = result["variants"]
+    for name in ("budgets ok", "budgets miss"):
+        added = variants[name]["added_median_us"]
+        enforcement = added - variants["hot path"]["added_median_us"]
+        verdict = "met" if added <= result["target_added_us"] else "missed"
+        print(f"{name}: {added:.2f} µs added per call (median), {enforcement:+.2f} µs over the hot path: {verdict}")
     clocks = result["clock_read_ns"]
     print(
         f"of which clocks: 2 x thread CPU time at {clocks['thread_time_ns']:.0f} ns and 2 x "

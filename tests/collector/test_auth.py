@@ -37,6 +37,11 @@ READS = {
     "/api/v1/pricebooks/1": 200,
     "/api/v1/records/0123456789abcdef0123456789abcdef/1/explain": 404,
     "/api/v1/exports/focus": 200,
+    "/api/v1/forecasts": 200,
+    "/api/v1/budgets": 200,
+    "/api/v1/budgets/search-monthly": 404,
+    "/api/v1/budget-events": 200,
+    "/api/v1/webhooks": 200,
 }
 # Writes -> the body they are sent with (valid: only the token stands in the way).
 WRITES = {
@@ -46,6 +51,15 @@ WRITES = {
     "/api/v1/pricebooks": BOOK_EXAMPLE,
     "/api/v1/reprice": {},
     "/api/v1/prune": {"before": "2001-01-01"},
+    "/api/v1/budgets": {"name": "search-monthly", "scope": "global", "period": "month", "amount": "250"},
+    "/api/v1/webhooks": {"url": "https://hooks.example.com/infermeter"},
+    "/api/v1/webhooks/whk_5d2c0e8f9a1b3c4d5e6f7a8b/revoke": None,
+}
+# Writes by other methods than POST (on a budget that is not there: only the token stands in
+# the way of the 404).
+OTHER_WRITES = {
+    ("PUT", "/api/v1/budgets/search-monthly"): {"name": "search-monthly", "scope": "global", "period": "day", "amount": "1"},
+    ("DELETE", "/api/v1/budgets/search-monthly"): None,
 }
 GRPC_READS = {
     "ListDevices": admin_pb2.ListDevicesRequest(),
@@ -54,9 +68,14 @@ GRPC_READS = {
     "ListPriceBooks": admin_pb2.ListPriceBooksRequest(),
     "GetPriceBook": admin_pb2.GetPriceBookRequest(id=1),
     "ExplainRecord": admin_pb2.ExplainRecordRequest(stream_id="0123456789abcdef0123456789abcdef", seq=1),
+    "GetForecast": admin_pb2.GetForecastRequest(),
+    "ListBudgets": admin_pb2.ListBudgetsRequest(),
+    "GetBudget": admin_pb2.GetBudgetRequest(name="search-monthly"),
+    "ListBudgetEvents": admin_pb2.ListBudgetEventsRequest(),
+    "ListWebhooks": admin_pb2.ListWebhooksRequest(),
 }
 # What a read allowed answers, where that is not OK.
-GRPC_READ_STATUS = {"ExplainRecord": grpc.StatusCode.NOT_FOUND}
+GRPC_READ_STATUS = {"ExplainRecord": grpc.StatusCode.NOT_FOUND, "GetBudget": grpc.StatusCode.NOT_FOUND}
 GRPC_WRITES = {
     "RotateDevice": admin_pb2.RotateDeviceRequest(name="edge-1"),
     "RevokeDevice": admin_pb2.RevokeDeviceRequest(name="edge-1"),
@@ -66,6 +85,11 @@ GRPC_WRITES = {
     ),
     "Reprice": admin_pb2.RepriceRequest(),
     "PruneRecords": admin_pb2.PruneRecordsRequest(before_unix_ns=978_307_200 * 10**9),
+    "CreateBudget": admin_pb2.CreateBudgetRequest(document_json=json.dumps(WRITES["/api/v1/budgets"])),
+    "UpdateBudget": admin_pb2.UpdateBudgetRequest(name="search-monthly", document_json=json.dumps(WRITES["/api/v1/budgets"])),
+    "DeleteBudget": admin_pb2.DeleteBudgetRequest(name="search-monthly"),
+    "AddWebhook": admin_pb2.AddWebhookRequest(url="https://hooks.example.com/infermeter"),
+    "RevokeWebhook": admin_pb2.RevokeWebhookRequest(webhook_id="whk_5d2c0e8f9a1b3c4d5e6f7a8b"),
 }
 UNKNOWN_ADMIN_TOKEN = tokens.ADMIN_TOKEN_PREFIX + "A" * 43
 
@@ -78,7 +102,8 @@ def http_call(
     for a file)."""
     url = urllib.parse.urlsplit(base_url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    body = json.dumps(WRITES[path]).encode() if method == "POST" and WRITES[path] is not None else None
+    sent = WRITES.get(path) if method == "POST" else OTHER_WRITES.get((method, path))
+    body = json.dumps(sent).encode() if sent is not None else None
     try:
         connection.putrequest(method, path)
         for value in authorizations:
@@ -155,6 +180,7 @@ def refused_over_grpc(request, known_tokens) -> list[str]:
 def assert_unchanged(store: Store) -> None:
     assert [(d.name, d.revoked, d.rotating) for d in store.list_devices()] == [("edge-1", False, False)]
     assert [book.id for book in store.list_price_books()] == [1]
+    assert store.list_budgets() == [] and store.list_webhooks() == []
 
 
 def assert_unauthenticated(status: int, headers: dict, body: dict) -> None:
@@ -167,7 +193,9 @@ def assert_unauthenticated(status: int, headers: dict, body: dict) -> None:
 # HTTP
 
 
-@pytest.mark.parametrize("method, path", [("GET", path) for path in sorted(READS)] + [("POST", path) for path in sorted(WRITES)])
+@pytest.mark.parametrize(
+    "method, path", [("GET", path) for path in sorted(READS)] + [("POST", path) for path in sorted(WRITES)] + sorted(OTHER_WRITES)
+)
 def test_http_without_a_usable_admin_token_is_401(servers, store, refused, method, path):
     status, headers, body = http_call(servers.http_url, path, refused, method)
 
@@ -191,9 +219,9 @@ def test_http_reads_are_open_to_viewers_and_admins(servers, device, viewer_token
         assert status == READS[path], body
 
 
-@pytest.mark.parametrize("path", sorted(WRITES))
-def test_http_a_viewer_cannot_write(servers, store, device, viewer_token, path):
-    status, headers, body = http_call(servers.http_url, path, [f"Bearer {viewer_token}"], "POST")
+@pytest.mark.parametrize("method, path", [("POST", path) for path in sorted(WRITES)] + sorted(OTHER_WRITES))
+def test_http_a_viewer_cannot_write(servers, store, device, viewer_token, method, path):
+    status, headers, body = http_call(servers.http_url, path, [f"Bearer {viewer_token}"], method)
 
     assert status == 403, body
     assert body["code"] == "forbidden" and "admin role" in body["message"]
@@ -294,7 +322,8 @@ def test_every_route_and_method_has_a_role_decided(store):
     assert set(HTTP_ROLES) == set(routes)
     assert set(GRPC_ROLES) == {method.name for method in ADMIN.methods}
     http_writes = {name for name, role in HTTP_ROLES.items() if role == tokens.ADMIN}
-    assert {routes[name].method for name in http_writes} == {"POST"} and len(http_writes) == len(WRITES)
+    assert {routes[name].method for name in http_writes} == {"POST", "PUT", "DELETE"}
+    assert len(http_writes) == len(WRITES) + len(OTHER_WRITES)
     assert set(GRPC_READS) | set(GRPC_WRITES) == set(GRPC_ROLES)
     assert {name for name, role in GRPC_ROLES.items() if role == tokens.ADMIN} == set(GRPC_WRITES)
 

@@ -4,9 +4,10 @@ Each operation gets its documented examples, schemathesis's coverage cases (edge
 duplicated parameters, unexpected methods) and up to EXAMPLES generated requests, valid and
 invalid, sent to the real servers over a store with records. Every response must have a
 documented status, content type and body, never a 5xx; every error is the JSON Error object.
-Reads go with a viewer token, writes (POST: add devices and price books, rotate, revoke,
-re-price, prune) with an admin token, so the writes really run, on devices that exist (the
-documented example's among them); adding a name twice is the documented 409. Schemathesis's
+Reads go with a viewer token, writes (POST, PUT, DELETE: add devices, price books, budgets and
+webhooks, rotate, revoke, re-price, prune, replace and delete budgets) with an admin token, so
+the writes really run, on devices and budgets that exist (the documented examples' among them);
+adding a name twice is the documented 409. Schemathesis's
 negative cases also send operations without the token, which must get the documented 401.
 
 The pytest plugin builds one test per operation at collection time, before any server runs, so
@@ -52,6 +53,12 @@ CONFIG = schemathesis.Config.from_dict({
         # (refusals_name_the_parameter); a re-price may name a device that is not there (404).
         "include-operation-id": ["getCosts", "exportFocus", "createPriceBook", "pruneRecords", "explainRecord", "reprice"],
         "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]}},
+    }, {
+        # Budgets and webhooks: a document or URL that breaks a rule JSON Schema cannot state (an
+        # unknown timezone, thresholds out of order, a URL without a host, a forecast's since
+        # outside its history), and a budget name that is taken (409) or not there (404).
+        "include-operation-id": ["getForecast", "createBudget", "updateBudget", "listBudgetEvents", "addWebhook"],
+        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "409"]}},
     }],
 })
 schema = schemathesis.openapi.from_path(OPENAPI_PATH, config=CONFIG)
@@ -69,7 +76,10 @@ class Api:
 
     def __init__(self, url: str, *, viewer_token: str, admin_token: str) -> None:
         self.url = url
-        self._headers = {"GET": bearer(viewer_token), "POST": bearer(admin_token)}
+        self._headers = {
+            "GET": bearer(viewer_token), "POST": bearer(admin_token), "PUT": bearer(admin_token),
+            "DELETE": bearer(admin_token),
+        }
 
     def headers(self, method: str) -> dict[str, str]:
         return self._headers.get(method.upper(), {})
@@ -91,6 +101,7 @@ def api(store, servers, viewer_token, admin_token):
             ingest_pb2_grpc.IngestStub(channel).Push(
                 push_request(records), metadata=bearer_metadata(device.token), timeout=10
             )
+    store.add_budget({"name": "search-monthly", "scope": "tag:project=search", "period": "month", "amount": "250"})
     served = schemathesis.openapi.from_url(f"{servers.http_url}/api/v1/openapi.json")
     assert served.raw_schema == schema.raw_schema
     return Api(servers.http_url, viewer_token=viewer_token, admin_token=admin_token)
@@ -108,12 +119,23 @@ def errors_are_json(ctx, response, case) -> None:
 
 def refusals_name_the_parameter(ctx, response, case) -> None:
     """A schema-valid request refused with 400 was refused for a value the client sent: a query
-    or path parameter, or a body field (a price book's by its path: book.hardware.default)."""
+    or path parameter, or a body field (a price book's by its path: book.hardware.default), or
+    for a documented body field that a rule needs and the body left out (a budget's
+    throttle_per_second, which the throttle action needs)."""
     if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code != 400:
         return
     body = response.json()
     sent = {*(case.query or {}), *(case.path_parameters or {}), *(case.body if isinstance(case.body, dict) else {})}
-    assert body["code"] == "invalid_parameter" and body["field"].split(".")[0] in sent, body
+    assert body["code"] == "invalid_parameter", body
+    field = body["field"].split(".")[0]
+    assert field in sent or (isinstance(case.body, dict) and field in _body_properties(case.operation)), body
+
+
+def _body_properties(operation) -> set[str]:
+    """The properties of an operation's JSON request body, as the document declares them."""
+    request_body = resolve(schema.raw_schema, operation.definition.raw.get("requestBody", {}))
+    body_schema = request_body.get("content", {}).get("application/json", {}).get("schema", {})
+    return set(resolve(schema.raw_schema, body_schema).get("properties", {}))
 
 
 @schema.parametrize()

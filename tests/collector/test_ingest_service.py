@@ -135,7 +135,7 @@ def _with_tags(**tags) -> usage_pb2.UsageRecord:
 
 
 BAD_BATCHES = {
-    "empty": lambda: push_request([]),
+    "empty-with-seqs": lambda: push_request([], first_seq=1, last_seq=1),
     "10001-records": lambda: push_request([make_record(seq) for seq in range(1, 10_002)]),
     "duplicate-seqs": lambda: push_request([make_record(1), make_record(2), make_record(2)]),
     "backwards-seqs": lambda: push_request([make_record(3), make_record(2)]),

@@ -265,3 +265,123 @@ class PruneRecordsResponse(_message.Message):
     records: int
     before_unix_ns: int
     def __init__(self, records: _Optional[int] = ..., before_unix_ns: _Optional[int] = ...) -> None: ...
+
+class GetForecastRequest(_message.Message):
+    __slots__ = ("scope", "horizon_days", "since_unix_ns")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    horizon_days: int
+    since_unix_ns: int
+    def __init__(self, scope: _Optional[str] = ..., horizon_days: _Optional[int] = ..., since_unix_ns: _Optional[int] = ...) -> None: ...
+
+class GetForecastResponse(_message.Message):
+    __slots__ = ("forecast_json",)
+    FORECAST_JSON_FIELD_NUMBER: _ClassVar[int]
+    forecast_json: str
+    def __init__(self, forecast_json: _Optional[str] = ...) -> None: ...
+
+class ListBudgetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBudgetsResponse(_message.Message):
+    __slots__ = ("budgets_json",)
+    BUDGETS_JSON_FIELD_NUMBER: _ClassVar[int]
+    budgets_json: str
+    def __init__(self, budgets_json: _Optional[str] = ...) -> None: ...
+
+class GetBudgetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class BudgetResponse(_message.Message):
+    __slots__ = ("budget_json",)
+    BUDGET_JSON_FIELD_NUMBER: _ClassVar[int]
+    budget_json: str
+    def __init__(self, budget_json: _Optional[str] = ...) -> None: ...
+
+class CreateBudgetRequest(_message.Message):
+    __slots__ = ("document_json",)
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    document_json: str
+    def __init__(self, document_json: _Optional[str] = ...) -> None: ...
+
+class UpdateBudgetRequest(_message.Message):
+    __slots__ = ("name", "document_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    document_json: str
+    def __init__(self, name: _Optional[str] = ..., document_json: _Optional[str] = ...) -> None: ...
+
+class DeleteBudgetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteBudgetResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBudgetEventsRequest(_message.Message):
+    __slots__ = ("budget", "since_unix_ns", "limit")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    budget: str
+    since_unix_ns: int
+    limit: int
+    def __init__(self, budget: _Optional[str] = ..., since_unix_ns: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListBudgetEventsResponse(_message.Message):
+    __slots__ = ("events_json",)
+    EVENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    events_json: str
+    def __init__(self, events_json: _Optional[str] = ...) -> None: ...
+
+class Webhook(_message.Message):
+    __slots__ = ("webhook_id", "url", "created_unix_ns", "revoked")
+    WEBHOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    webhook_id: str
+    url: str
+    created_unix_ns: int
+    revoked: bool
+    def __init__(self, webhook_id: _Optional[str] = ..., url: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+
+class ListWebhooksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWebhooksResponse(_message.Message):
+    __slots__ = ("webhooks",)
+    WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
+    webhooks: _containers.RepeatedCompositeFieldContainer[Webhook]
+    def __init__(self, webhooks: _Optional[_Iterable[_Union[Webhook, _Mapping]]] = ...) -> None: ...
+
+class AddWebhookRequest(_message.Message):
+    __slots__ = ("url",)
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
+
+class AddWebhookResponse(_message.Message):
+    __slots__ = ("webhook", "secret")
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    webhook: Webhook
+    secret: str
+    def __init__(self, webhook: _Optional[_Union[Webhook, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class RevokeWebhookRequest(_message.Message):
+    __slots__ = ("webhook_id",)
+    WEBHOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    webhook_id: str
+    def __init__(self, webhook_id: _Optional[str] = ...) -> None: ...

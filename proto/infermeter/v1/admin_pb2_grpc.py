@@ -102,6 +102,56 @@ class AdminStub:
                 request_serializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsRequest.SerializeToString,
                 response_deserializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsResponse.FromString,
                 _registered_method=True)
+        self.GetForecast = channel.unary_unary(
+                '/infermeter.v1.Admin/GetForecast',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetForecastRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.GetForecastResponse.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/infermeter.v1.Admin/ListBudgets',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
+        self.GetBudget = channel.unary_unary(
+                '/infermeter.v1.Admin/GetBudget',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetBudgetRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.BudgetResponse.FromString,
+                _registered_method=True)
+        self.CreateBudget = channel.unary_unary(
+                '/infermeter.v1.Admin/CreateBudget',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.CreateBudgetRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.BudgetResponse.FromString,
+                _registered_method=True)
+        self.UpdateBudget = channel.unary_unary(
+                '/infermeter.v1.Admin/UpdateBudget',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.UpdateBudgetRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.BudgetResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/infermeter.v1.Admin/DeleteBudget',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.DeleteBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListBudgetEvents = channel.unary_unary(
+                '/infermeter.v1.Admin/ListBudgetEvents',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetEventsRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetEventsResponse.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/infermeter.v1.Admin/ListWebhooks',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.AddWebhook = channel.unary_unary(
+                '/infermeter.v1.Admin/AddWebhook',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.AddWebhookRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.AddWebhookResponse.FromString,
+                _registered_method=True)
+        self.RevokeWebhook = channel.unary_unary(
+                '/infermeter.v1.Admin/RevokeWebhook',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.RevokeWebhookRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.Webhook.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -197,6 +247,71 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetForecast(self, request, context):
+        """Forecast a scope's daily spend, and project its budgets' periods.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBudget(self, request, context):
+        """INVALID_ARGUMENT names the offending field of the document; a taken name is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgetEvents(self, request, context):
+        """Threshold, forecast and anomaly events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddWebhook(self, request, context):
+        """Add a webhook: every budget event from now on is POSTed to it, signed with its secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeWebhook(self, request, context):
+        """Stop delivering to a webhook; the webhook as it is now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +374,56 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.PruneRecords,
                     request_deserializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsRequest.FromString,
                     response_serializer=infermeter_dot_v1_dot_admin__pb2.PruneRecordsResponse.SerializeToString,
+            ),
+            'GetForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecast,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetForecastRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.GetForecastResponse.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetsResponse.SerializeToString,
+            ),
+            'GetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudget,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetBudgetRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.BudgetResponse.SerializeToString,
+            ),
+            'CreateBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBudget,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.CreateBudgetRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.BudgetResponse.SerializeToString,
+            ),
+            'UpdateBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBudget,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.UpdateBudgetRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.BudgetResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.DeleteBudgetResponse.SerializeToString,
+            ),
+            'ListBudgetEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgetEvents,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetEventsRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListBudgetEventsResponse.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'AddWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddWebhook,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.AddWebhookRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.AddWebhookResponse.SerializeToString,
+            ),
+            'RevokeWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeWebhook,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.RevokeWebhookRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.Webhook.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -593,6 +758,276 @@ class Admin:
             '/infermeter.v1.Admin/PruneRecords',
             infermeter_dot_v1_dot_admin__pb2.PruneRecordsRequest.SerializeToString,
             infermeter_dot_v1_dot_admin__pb2.PruneRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetForecast',
+            infermeter_dot_v1_dot_admin__pb2.GetForecastRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.GetForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListBudgets',
+            infermeter_dot_v1_dot_admin__pb2.ListBudgetsRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListBudgetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetBudget',
+            infermeter_dot_v1_dot_admin__pb2.GetBudgetRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.BudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/CreateBudget',
+            infermeter_dot_v1_dot_admin__pb2.CreateBudgetRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.BudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/UpdateBudget',
+            infermeter_dot_v1_dot_admin__pb2.UpdateBudgetRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.BudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/DeleteBudget',
+            infermeter_dot_v1_dot_admin__pb2.DeleteBudgetRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.DeleteBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgetEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListBudgetEvents',
+            infermeter_dot_v1_dot_admin__pb2.ListBudgetEventsRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListBudgetEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListWebhooks',
+            infermeter_dot_v1_dot_admin__pb2.ListWebhooksRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/AddWebhook',
+            infermeter_dot_v1_dot_admin__pb2.AddWebhookRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.AddWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/RevokeWebhook',
+            infermeter_dot_v1_dot_admin__pb2.RevokeWebhookRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.Webhook.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from infermeter.v1 import usage_pb2 as infermeter_dot_v1_dot_usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainfermeter/v1/ingest.proto\x12\rinfermeter.v1\x1a\x19infermeter/v1/usage.proto\"Z\n\nDeviceInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_cores\x18\x02 \x01(\r\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\"\x9d\x01\n\x0bPushRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12+\n\x07records\x18\x04 \x03(\x0b\x32\x1a.infermeter.v1.UsageRecord\x12)\n\x06\x64\x65vice\x18\x05 \x01(\x0b\x32\x19.infermeter.v1.DeviceInfo\"~\n\x0b\x42udgetState\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x1c\n\x14lease_remaining_pico\x18\x06 \x01(\x03\"^\n\tPriceHint\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x1f\n\x17\x63ost_per_inference_pico\x18\x04 \x01(\x03\"\xbe\x01\n\x0cPushResponse\x12\x19\n\x11\x61\x63ked_through_seq\x18\x01 \x01(\x04\x12\x10\n\x08inserted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12+\n\x07\x62udgets\x18\x04 \x03(\x0b\x32\x1a.infermeter.v1.BudgetState\x12-\n\x0bprice_hints\x18\x05 \x03(\x0b\x32\x18.infermeter.v1.PriceHint\x12\x11\n\tnew_token\x18\x06 \x01(\t2I\n\x06Ingest\x12?\n\x04Push\x12\x1a.infermeter.v1.PushRequest\x1a\x1b.infermeter.v1.PushResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainfermeter/v1/ingest.proto\x12\rinfermeter.v1\x1a\x19infermeter/v1/usage.proto\"Z\n\nDeviceInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_cores\x18\x02 \x01(\r\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\"\x9d\x01\n\x0bPushRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12+\n\x07records\x18\x04 \x03(\x0b\x32\x1a.infermeter.v1.UsageRecord\x12)\n\x06\x64\x65vice\x18\x05 \x01(\x0b\x32\x19.infermeter.v1.DeviceInfo\"\x80\x02\n\x0b\x42udgetState\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x1c\n\x14lease_remaining_pico\x18\x06 \x01(\x03\x12\x0c\n\x04name\x18\x07 \x01(\t\x12\x0c\n\x04unit\x18\x08 \x01(\t\x12\x1b\n\x13throttle_per_second\x18\t \x01(\x01\x12\x1a\n\x12period_end_unix_ns\x18\n \x01(\x03\x12\x1a\n\x12lease_remaining_uj\x18\x0b \x01(\x03\x12\x0f\n\x07message\x18\x0c \x01(\t\"\x7f\n\tPriceHint\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x1f\n\x17\x63ost_per_inference_pico\x18\x04 \x01(\x03\x12\x1f\n\x17\x65nergy_per_inference_uj\x18\x05 \x01(\x03\"\xbe\x01\n\x0cPushResponse\x12\x19\n\x11\x61\x63ked_through_seq\x18\x01 \x01(\x04\x12\x10\n\x08inserted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12+\n\x07\x62udgets\x18\x04 \x03(\x0b\x32\x1a.infermeter.v1.BudgetState\x12-\n\x0bprice_hints\x18\x05 \x03(\x0b\x32\x18.infermeter.v1.PriceHint\x12\x11\n\tnew_token\x18\x06 \x01(\t2I\n\x06Ingest\x12?\n\x04Push\x12\x1a.infermeter.v1.PushRequest\x1a\x1b.infermeter.v1.PushResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICEINFO']._serialized_end=162
   _globals['_PUSHREQUEST']._serialized_start=165
   _globals['_PUSHREQUEST']._serialized_end=322
-  _globals['_BUDGETSTATE']._serialized_start=324
-  _globals['_BUDGETSTATE']._serialized_end=450
-  _globals['_PRICEHINT']._serialized_start=452
-  _globals['_PRICEHINT']._serialized_end=546
-  _globals['_PUSHRESPONSE']._serialized_start=549
-  _globals['_PUSHRESPONSE']._serialized_end=739
-  _globals['_INGEST']._serialized_start=741
-  _globals['_INGEST']._serialized_end=814
+  _globals['_BUDGETSTATE']._serialized_start=325
+  _globals['_BUDGETSTATE']._serialized_end=581
+  _globals['_PRICEHINT']._serialized_start=583
+  _globals['_PRICEHINT']._serialized_end=710
+  _globals['_PUSHRESPONSE']._serialized_start=713
+  _globals['_PUSHRESPONSE']._serialized_end=903
+  _globals['_INGEST']._serialized_start=905
+  _globals['_INGEST']._serialized_end=978
 # @@protoc_insertion_point(module_scope)

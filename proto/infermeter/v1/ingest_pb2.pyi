@@ -34,32 +34,46 @@ class PushRequest(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[_usage_pb2.UsageRecord, _Mapping]]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ...) -> None: ...
 
 class BudgetState(_message.Message):
-    __slots__ = ("budget_id", "scope", "action", "state", "currency", "lease_remaining_pico")
+    __slots__ = ("budget_id", "scope", "action", "state", "currency", "lease_remaining_pico", "name", "unit", "throttle_per_second", "period_end_unix_ns", "lease_remaining_uj", "message")
     BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     LEASE_REMAINING_PICO_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REMAINING_UJ_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     budget_id: str
     scope: str
     action: str
     state: str
     currency: str
     lease_remaining_pico: int
-    def __init__(self, budget_id: _Optional[str] = ..., scope: _Optional[str] = ..., action: _Optional[str] = ..., state: _Optional[str] = ..., currency: _Optional[str] = ..., lease_remaining_pico: _Optional[int] = ...) -> None: ...
+    name: str
+    unit: str
+    throttle_per_second: float
+    period_end_unix_ns: int
+    lease_remaining_uj: int
+    message: str
+    def __init__(self, budget_id: _Optional[str] = ..., scope: _Optional[str] = ..., action: _Optional[str] = ..., state: _Optional[str] = ..., currency: _Optional[str] = ..., lease_remaining_pico: _Optional[int] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., throttle_per_second: _Optional[float] = ..., period_end_unix_ns: _Optional[int] = ..., lease_remaining_uj: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class PriceHint(_message.Message):
-    __slots__ = ("model", "runtime", "currency", "cost_per_inference_pico")
+    __slots__ = ("model", "runtime", "currency", "cost_per_inference_pico", "energy_per_inference_uj")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     COST_PER_INFERENCE_PICO_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_PER_INFERENCE_UJ_FIELD_NUMBER: _ClassVar[int]
     model: str
     runtime: str
     currency: str
     cost_per_inference_pico: int
-    def __init__(self, model: _Optional[str] = ..., runtime: _Optional[str] = ..., currency: _Optional[str] = ..., cost_per_inference_pico: _Optional[int] = ...) -> None: ...
+    energy_per_inference_uj: int
+    def __init__(self, model: _Optional[str] = ..., runtime: _Optional[str] = ..., currency: _Optional[str] = ..., cost_per_inference_pico: _Optional[int] = ..., energy_per_inference_uj: _Optional[int] = ...) -> None: ...
 
 class PushResponse(_message.Message):
     __slots__ = ("acked_through_seq", "inserted", "duplicates", "budgets", "price_hints", "new_token")
