@@ -36,6 +36,9 @@ command-line overrides (in that order of precedence, last wins). Everything else
     max_w_per_cpu = 3.5
     w_per_memory_gb = 0.392
 
+    [metrics]                    # Prometheus metrics of the daemon (agent.metrics; the `metrics` extra)
+    listen = "127.0.0.1:9464"    # HOST:PORT to serve /metrics on; "" (the default): off
+
 Environment: INFERMETER_CONFIG (path of the TOML file), INFERMETER_BUFFER, INFERMETER_TAGS
 ("k=v,k2=v2"), INFERMETER_COLLECTOR, INFERMETER_TOKEN_FILE, INFERMETER_TOKEN.
 """
@@ -88,6 +91,7 @@ class AgentConfig:
     idle_w_per_cpu: float = 0.74
     max_w_per_cpu: float = 3.5
     w_per_memory_gb: float = 0.392
+    metrics_listen: str = ""
 
     def device_token(self) -> str:
         """The device token: inline, or read from token_file at the moment of the call (so a
@@ -138,6 +142,7 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
         "max_w_per_cpu": ("max_w_per_cpu", float),
         "w_per_memory_gb": ("w_per_memory_gb", float),
     },
+    "metrics": {"listen": ("metrics_listen", str)},
 }
 SENSOR_FAMILIES = ("auto", "rapl", "jetson", "hwmon", "nvml", "triton", "estimate")
 _ENV = {
@@ -252,6 +257,13 @@ def load_config(
         raise ConfigError("collector.tls_cert_file and collector.tls_key_file go together (mutual TLS)")
     if not 0.01 <= config.sample_period_s <= 60:
         raise ConfigError("energy.sample_period_s must be from 0.01 to 60 seconds")
+    if config.metrics_listen and not _is_address(config.metrics_listen):
+        raise ConfigError(f"metrics.listen must be HOST:PORT, got {config.metrics_listen!r}")
     if config.max_w_per_cpu < config.idle_w_per_cpu:
         raise ConfigError("energy.estimate.max_w_per_cpu must not be below idle_w_per_cpu")
     return config
+
+
+def _is_address(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)

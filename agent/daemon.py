@@ -14,7 +14,8 @@ collector waiting: offline, the lease runs down as records are written.
 Runs under systemd as Type=notify (READY=1 once the buffer is open, STOPPING=1 on the way out,
 STATUS= with a one-line summary) and pings the systemd watchdog only while healthy (the rule is
 in agent.watchdog). Its runtime state goes to a status file next to the buffer, which
-`infermeter agent status` reads (agent.status). The loop is `while not sleep(delay):
+`infermeter agent status` reads (agent.status). With `[metrics] listen` set it also serves
+Prometheus metrics (agent.metrics) from a thread of their own. The loop is `while not sleep(delay):
 run_once()`, and every step of it ends in tick(), so tests drive run_once() directly, on a
 daemon from build_daemon().
 """
@@ -33,11 +34,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from agent import systemd
+from agent.boot import boot_key
 from agent.budget_store import BudgetStore
 from agent.buffer import MIB, Buffer, BufferError, disk_free_bytes, is_full
 from agent.compaction import CompactionPolicy, Compactor
@@ -59,6 +61,9 @@ from agent.rotation import TokenKeeper
 from agent.shipper import Backoff, Shipper
 from agent.status import STALE_AFTER_S, StatusBoard, new_state, status_path
 from agent.watchdog import SamplerProgress, Watchdog
+
+if TYPE_CHECKING:
+    from agent.metrics import AgentMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +229,9 @@ def run(config: AgentConfig, *, ready_file: Path | None = None) -> int:
         logger.info("agent stopped before its buffer could be opened")
         return 0
     energy = EnergyService.create(config, buffer) if config.energy_enabled else None
+    metrics = start_metrics(config, energy)
     channel = open_channel(config)
-    daemon = build_daemon(config, buffer, channel, energy, stop=stop, watchdog_s=watchdog_s)
+    daemon = build_daemon(config, buffer, channel, energy, stop=stop, watchdog_s=watchdog_s, metrics=metrics)
     if not faulthandler.is_enabled():
         # systemd's watchdog kills with SIGABRT: the journal then shows where each thread was.
         faulthandler.enable()
@@ -263,11 +269,13 @@ def build_daemon(
     *,
     stop: threading.Event | None = None,
     watchdog_s: float | None = None,
+    metrics: AgentMetrics | None = None,
 ) -> Daemon:
     """The daemon's parts, wired: each round runs energy attribution (with energy on), then
     compaction, then ships through a GrpcExporter that keeps rotated tokens (TokenKeeper);
-    the status file goes next to the buffer."""
-    exporter = GrpcExporter(
+    the status file goes next to the buffer. metrics: told of each batch shipped and of the
+    budgets enforced."""
+    exporter: Exporter = GrpcExporter(
         channel, config.device_token, device=DeviceInfo.of_this_machine(), timeout_s=config.timeout_s,
         on_new_token=TokenKeeper.for_config(config),
     )
@@ -283,6 +291,9 @@ def build_daemon(
     # Each batch that goes out is a step of the main loop too (the one before it was
     # acknowledged): a long drain keeps the watchdog fed and the status fresh.
     budgets = BudgetStore(buffer)
+    if metrics is not None:
+        exporter = metrics.metered(exporter)
+        metrics.follow_budgets(lambda: budgets.budgets)
     shipper = Shipper(
         buffer, TickingExporter(exporter, lambda: daemon.tick()), batch_size=config.batch_size,
         attributed_only=energy is not None, heartbeat_s=config.heartbeat_s,
@@ -304,6 +315,34 @@ def build_daemon(
         watchers=[budgets],
     )
     return daemon
+
+
+def start_metrics(config: AgentConfig, energy: EnergyService | None) -> AgentMetrics | None:
+    """With metrics.listen set, the daemon's metrics, served there. None when it is not set, or
+    when they cannot be served (prometheus-client missing, the address taken): that is logged
+    as an error, and the daemon ships on without them (metering goes first)."""
+    if not config.metrics_listen:
+        return None
+    try:
+        from agent.metrics import AgentMetrics
+    except ImportError as err:
+        logger.error(
+            "metrics.listen is set to %s but prometheus-client is not installed (%s): no metrics are"
+            " served; install the agent's `metrics` extra (pip install 'infermeter[metrics]') or remove"
+            " [metrics] listen from the config", config.metrics_listen, err,
+        )
+        return None
+    metrics = AgentMetrics(
+        config.buffer_path, sensors=sorted(energy.sampler.infos) if energy is not None else (),
+        boot=boot_key(), sample_period_s=config.sample_period_s,
+    )
+    try:
+        metrics.serve(config.metrics_listen)
+    except (OSError, ValueError) as err:
+        logger.error("cannot serve metrics on %s (%s): no metrics are served", config.metrics_listen, err)
+        return None
+    logger.info("serving Prometheus metrics on http://%s/metrics", config.metrics_listen)
+    return metrics
 
 
 def keep_budget_state(store: BudgetStore, outcome: ExportOutcome, acked_seq: int) -> None:

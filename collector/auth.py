@@ -26,7 +26,11 @@ PUBLIC = None
 # HTTP route names (collector.http_api) -> the role they need; PUBLIC needs no token.
 HTTP_ROLES: dict[str, str | None] = {
     "healthz": PUBLIC,
+    "metrics": PUBLIC,
     "openapi": PUBLIC,
+    # The dashboard's page and files hold no data: its API calls carry the token.
+    "dashboard": PUBLIC,
+    "dashboard_asset": PUBLIC,
     "costs": tokens.VIEWER,
     "devices": tokens.VIEWER,
     "device": tokens.VIEWER,

@@ -299,11 +299,7 @@ def _budget_add(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         budget = store.add_budget(document)
         status = store.budget(budget.budget_id)
-    if args.json:
-        _print_json(status.to_json())
-    else:
-        _print_budget(status)
-    return 0
+    return _show_budget(args, status)
 
 
 @_command
@@ -315,6 +311,11 @@ def _budget_update(args: argparse.Namespace) -> int:
         except KeyError:
             raise CommandError(f"no budget {args.name!r} (see: infermeter admin budget list)", 2) from None
         status = store.budget(budget.budget_id)
+    return _show_budget(args, status)
+
+
+def _show_budget(args: argparse.Namespace, status) -> int:
+    """A budget's status as JSON (--json) or text; the command's exit code."""
     if args.json:
         _print_json(status.to_json())
     else:
@@ -346,11 +347,7 @@ def _budget_show(args: argparse.Namespace) -> int:
         status = store.budget(args.name)
     if status is None:
         raise CommandError(f"no budget {args.name!r} (see: infermeter admin budget list)", 2)
-    if args.json:
-        _print_json(status.to_json())
-    else:
-        _print_budget(status)
-    return 0
+    return _show_budget(args, status)
 
 
 @_command

@@ -1,6 +1,9 @@
-"""The collector's HTTP API: /healthz and JSON under /api/v1/, described by openapi.json.
+"""The collector's HTTP API: /healthz, /metrics (Prometheus: collector.metrics) and JSON under
+/api/v1/, described by openapi.json.
 
-Every route but /healthz and the OpenAPI document needs `Authorization: Bearer <admin token>`;
+The dashboard at / and /dashboard/{name} (collector.dashboard) is files only: the API calls it
+makes carry the token. Every other route but /healthz, /metrics and the OpenAPI document needs
+`Authorization: Bearer <admin token>`;
 the role each route needs is in collector.auth.HTTP_ROLES (reads: viewer, writes: admin).
 Every error is JSON {"code", "message", "field"}: the middleware turns aiohttp's own 404/405,
 the handlers' ApiErrors and the shared checks' QueryErrors and Refused (collector.params,
@@ -23,6 +26,9 @@ from aiohttp import web
 from collector import admin_ops, params, tokens
 from collector.admin_ops import Refused
 from collector.auth import HTTP_ROLES, PUBLIC, Denied, authorize_admin
+from collector.dashboard.serve import Dashboard
+from collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from collector.metrics import CollectorMetrics
 from collector.params import QueryError, check_range, parse_group_by, parse_time_ns
 from collector.pricebook import NAME_PATTERN
 from collector.reports import GRANULARITIES, MAX_TOP
@@ -39,6 +45,7 @@ logger = logging.getLogger(__name__)
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 STORE = web.AppKey("store", Store)
 _OPENAPI = web.AppKey("openapi", bytes)
+_METRICS = web.AppKey("metrics", CollectorMetrics)
 # aiohttp's own HTTP errors, by status, as error codes.
 _HTTP_CODES = {413: "too_large", 415: "unsupported_media_type"}
 # admin_ops.Refused kinds -> (status, code).
@@ -413,18 +420,30 @@ async def _no_body(request: web.Request) -> None:
         raise ApiError(400, "unexpected_body", f"{request.method} {request.path} takes no request body")
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    _query(request, ())
+    body = await asyncio.to_thread(request.app[_METRICS].render)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 async def openapi(request: web.Request) -> web.Response:
     _query(request, ())
     return web.Response(body=request.app[_OPENAPI], content_type="application/json")
 
 
-def make_app(store: Store) -> web.Application:
+def make_app(store: Store, *, metrics: CollectorMetrics | None = None) -> web.Application:
+    """metrics: the server's, which its ingest reports to (a fresh one when None)."""
     app = web.Application(middlewares=[json_errors, require_token])
     app[STORE] = store
+    app[_METRICS] = metrics or CollectorMetrics(store)
     app[_OPENAPI] = OPENAPI_PATH.read_bytes()
     # allow_head=False: the routes served are exactly those in openapi.json. The names are
     # those of collector.auth.HTTP_ROLES.
     app.router.add_get("/healthz", healthz, allow_head=False, name="healthz")
+    dashboard = Dashboard()
+    app.router.add_get("/", dashboard.page, allow_head=False, name="dashboard")
+    app.router.add_get("/dashboard/{name}", dashboard.asset, allow_head=False, name="dashboard_asset")
+    app.router.add_get("/metrics", prometheus_metrics, allow_head=False, name="metrics")
     app.router.add_get("/api/v1/costs", costs, allow_head=False, name="costs")
     app.router.add_get("/api/v1/devices", devices, allow_head=False, name="devices")
     app.router.add_post("/api/v1/devices", add_device, name="add_device")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import re
+import time
 from itertools import islice
 
 import grpc
@@ -23,6 +24,7 @@ from agent.failpoints import failpoint
 from agent.record import InvalidRecord, UsageRecord, check_text, validate_all
 from collector.auth import bearer_token
 from collector.budget_push import DeviceBudget, PriceHint
+from collector.metrics import CollectorMetrics
 from collector.rpc import call_store
 from collector.store import DeviceInfo, Store
 
@@ -69,10 +71,20 @@ def _decode_device(message: ingest_pb2.DeviceInfo) -> DeviceInfo:
 
 
 class IngestServicer:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, metrics: CollectorMetrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics or CollectorMetrics(store)
 
     async def Push(self, request: ingest_pb2.PushRequest, context: grpc.aio.ServicerContext) -> ingest_pb2.PushResponse:
+        try:
+            return await self._push(request, context)
+        except BaseException as err:
+            code = context.code()
+            cancelled = isinstance(err, asyncio.CancelledError)
+            self._metrics.refused_push(code.name if code is not None else "CANCELLED" if cancelled else "UNKNOWN")
+            raise
+
+    async def _push(self, request: ingest_pb2.PushRequest, context: grpc.aio.ServicerContext) -> ingest_pb2.PushResponse:
         token = bearer_token(context.invocation_metadata())
         if token is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or malformed 'authorization: Bearer <token>' metadata")
@@ -81,12 +93,17 @@ class IngestServicer:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown device token")
         if auth.revoked:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"device {auth.name!r} is revoked")
+        started_s = time.perf_counter()
         try:
             # Off the loop: checking 10,000 records takes long enough to stall other calls.
             device, records = await asyncio.to_thread(decode_batch, request)
         except InvalidRecord as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         result = await call_store(context, self._store.ingest, auth.device_id, request.stream_id, device, records)
+        self._metrics.pushed(
+            auth.name, inserted=result.inserted, duplicates=result.duplicates, new_rows=result.new_rows,
+            seconds=time.perf_counter() - started_s,
+        )
         failpoint("ingest.after_commit")
         # Only while the device's token is being rotated: hand over the new one, or retire the old.
         new_token = await call_store(context, self._store.advance_rotation, auth, token) if auth.rotation else ""

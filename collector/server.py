@@ -1,7 +1,8 @@
 """The collector process: the gRPC server and the HTTP API on one asyncio loop, over one store.
 
 gRPC carries infermeter.v1.Ingest (devices), infermeter.v1.Admin (operators), health checking
-and reflection; HTTP carries the JSON API (collector.http_api).
+and reflection; HTTP carries the JSON API (collector.http_api) and /metrics, from the
+servers' own registry (collector.metrics).
 
 With a certificate and key (collector.tls) both servers speak TLS, and gRPC may require client
 certificates (mutual TLS); without them, plaintext, for loopback and trusted networks: both
@@ -40,6 +41,7 @@ from collector.admin_service import AdminServicer
 from collector.budget_alerts import BudgetAlerts
 from collector.http_api import make_app
 from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
+from collector.metrics import CollectorMetrics
 from collector.params import format_address, parse_address
 from collector.retention import RawRetention
 from collector.rpc import add_service
@@ -89,8 +91,9 @@ async def start_servers(
     if tls is None:
         _warn_if_exposed("gRPC", grpc_host)
         _warn_if_exposed("HTTP", http_host)
-    runner = web.AppRunner(make_app(store), shutdown_timeout=grace_s)
-    server, health_servicer = await _grpc_server(store)
+    metrics = CollectorMetrics(store)
+    runner = web.AppRunner(make_app(store, metrics=metrics), shutdown_timeout=grace_s)
+    server, health_servicer = await _grpc_server(store, metrics)
     try:
         if tls is None:
             bound_grpc_port = server.add_insecure_port(grpc_address)
@@ -122,11 +125,11 @@ def _warn_if_exposed(what: str, host: str) -> None:
         )
 
 
-async def _grpc_server(store: Store) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+async def _grpc_server(store: Store, metrics: CollectorMetrics) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # so_reuseport off: a second collector on the same port must fail, not share the traffic.
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
     server = grpc.aio.server(options=options)
-    add_service(server, INGEST, IngestServicer(store))
+    add_service(server, INGEST, IngestServicer(store, metrics=metrics))
     admin = AdminServicer(store)
     add_service(server, ADMIN, admin, authorize=admin.authorize)
     health_servicer = health.aio.HealthServicer()

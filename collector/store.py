@@ -11,6 +11,7 @@ Database trouble a retry could fix raises StoreUnavailable, never a quiet succes
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,8 @@ class IngestResult:
     inserted: int
     duplicates: int
     acked_through_seq: int  # the batch's highest seq (0 for an empty batch)
+    # The rows inserted (RECORD_COLUMNS), for the process's own metrics (collector.metrics).
+    new_rows: Sequence[tuple] = dataclasses.field(default=(), compare=False, repr=False)
 
 
 class Store:
@@ -358,6 +361,7 @@ class Store:
                 raise ValueError(f"no device {device_id!r}")
             cpu_cores = device.cpu_cores or known.cpu_cores
             inserted = 0
+            new_rows: Sequence[tuple] = ()
             fresh = retention.unpruned(connection, device_id, stream_id, records)
             if fresh:
                 schedule = self._books.schedule(
@@ -392,6 +396,7 @@ class Store:
             inserted=inserted,
             duplicates=len(records) - inserted,
             acked_through_seq=max((record.seq for record in records), default=0),
+            new_rows=new_rows,
         )
 
     # Price books and costs

@@ -76,6 +76,16 @@ class ServersThread:
         return self.servers.http_url
 
 
+class Clock:
+    """A collector's clock that stands where a test sets it (Store.open(..., clock=Clock(t)))."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
 def bearer(token: str) -> dict[str, str]:
     """The HTTP header that carries a token."""
     return {"Authorization": f"Bearer {token}"}

@@ -25,7 +25,7 @@ from collector.budget_alerts import BudgetAlerts
 from collector.spend_series import day_start_ns
 from collector.store import DeviceInfo, Store
 from tests.collector.databases import store_url  # noqa: F401
-from tests.collector.helpers import make_record
+from tests.collector.helpers import Clock, make_record
 
 PATTERN = (12, 14, 13, 15, 11, 4, 3)  # USD per weekday, Monday first
 NOISE = (0.02, -0.01, 0.0, 0.015, -0.02, 0.01, -0.005, 0.005, -0.015)  # relative to the day's spend
@@ -37,14 +37,6 @@ BOOK = {  # 0.001 USD per CPU-second on a 1-core device, energy free
     "hardware": {"default": {"purchase": "31536", "lifetime_years": 1, "cpu_cores": 1}},
     "energy": {"default": {"kwh": "0"}},
 }
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

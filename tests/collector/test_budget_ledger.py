@@ -12,19 +12,11 @@ from collector.budgets import UJ_PER_WH
 from collector.schema import records, webhook_deliveries
 from collector.store import DeviceInfo, Store
 from tests.collector.databases import postgres_url, run_together, store_url  # noqa: F401
-from tests.collector.helpers import START_UNIX_NS, STREAM_ID, make_record
+from tests.collector.helpers import START_UNIX_NS, STREAM_ID, Clock, make_record
 
 NOW = START_UNIX_NS + 3_600 * 10**9  # 2026-11-18T12:06:40Z: November 2026 in UTC
 DAY_NS = 86_400 * 10**9
 OTHER_STREAM = "f" * 32
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from collector.pricebook import Discount, PriceBookError, Tier, parse_price_book
 from collector.schema import devices
 from collector.store import DeviceInfo, Store
 from tests.collector.databases import store_url  # noqa: F401
-from tests.collector.helpers import make_record, run_cli
+from tests.collector.helpers import Clock, make_record, run_cli
 
 HOUR_NS = 3_600 * 10**9
 DAY_NS = 24 * HOUR_NS
@@ -45,14 +45,6 @@ def book(**sections) -> dict:
         "energy": {"default": {"kwh": "0"}},
         **sections,
     }
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

@@ -290,7 +290,7 @@ def test_routes_without_parameters_refuse_parameters(get, path):
     assert (status, body["code"], body["field"]) == (400, "unknown_parameter", "verbose")
 
 
-@pytest.mark.parametrize("path", ["/", "/api/v1/cost", "/api/v2/costs", "/api/v1/devices/../../etc/passwd", "/%00"])
+@pytest.mark.parametrize("path", ["/index.html", "/dashboard/", "/dashboard/../openapi.json", "/api/v1/cost", "/api/v2/costs", "/api/v1/devices/../../etc/passwd", "/%00"])
 def test_unknown_route_is_404_json(servers, path):
     status, _, body = call(f"{servers.http_url}{path}")
 
