@@ -25,6 +25,7 @@ from collector import anomaly, projections
 from collector.budgets import BudgetStatus, amount_text, period_bounds
 from collector.database import StoreUnavailable
 from collector.forecast import forecast
+from collector.periodic import periodically
 from collector.spend_series import ScopeSeries, daily_series, day_of, day_start_ns
 from collector.store import Store
 
@@ -50,18 +51,8 @@ class BudgetAlerts:
         self._history_days = history_days
 
     async def run(self, stop: asyncio.Event, *, interval_s: float = INTERVAL_S) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except StoreUnavailable as err:
-                logger.warning("budget alerts: the database is unavailable, retrying in %.0f s: %s", interval_s, err)
-            except Exception:  # alerts are a side job: the collector keeps serving
-                logger.exception("budget alerts failed; retrying in %.0f s", interval_s)
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-                return
-            except asyncio.TimeoutError:
-                pass
+        """Check now, then every interval_s, until stop is set."""
+        await periodically(lambda: asyncio.to_thread(self.run_once), stop, interval_s=interval_s, what="budget alerts")
 
     def run_once(self) -> int:
         """Check every budget; the number of new events recorded."""

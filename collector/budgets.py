@@ -16,11 +16,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from agent.record import MAX_TAG_KEY_CHARS, MAX_TEXT_CHARS
+from collector.documents import DocumentError, exact_decimal, iana_timezone
 from collector.pricebook import NAME_PATTERN
 from collector.pricing import PICOS_PER_UNIT, decimal_text, picos_to_decimal
 
@@ -43,13 +44,10 @@ _NS_PER_S = 10**9
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-class BudgetError(ValueError):
+class BudgetError(DocumentError):
     """A budget document breaks the rules; `field` is the dotted path of the offending value."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"budget {field}: {reason}" if field else f"budget: {reason}")
+    document = "budget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +233,7 @@ def _choice(document: Mapping, name: str, choices: tuple[str, ...], default: str
 
 
 def _timezone(value: object) -> str:
-    if type(value) is not str or not 0 < len(value) <= 64:
-        raise BudgetError("timezone", f"must be an IANA time zone name such as \"Europe/Berlin\", got {value!r}")
-    try:
-        zone_info(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise BudgetError("timezone", f"{value!r} is not a known IANA time zone") from None
+    iana_timezone(value, "timezone", BudgetError)
     return value
 
 
@@ -250,12 +243,7 @@ def _decimal(field: str, value: object, example: str) -> Decimal:
     if type(value) is not str:
         hint = " (floats cannot hold amounts exactly)" if type(value) is float else ""
         raise BudgetError(field, f"must be a decimal string such as \"{example}\", got {value!r}{hint}")
-    try:
-        number = Decimal(value.strip())
-    except InvalidOperation:
-        raise BudgetError(field, f"{value!r} is not a decimal number") from None
-    if not number.is_finite():
-        raise BudgetError(field, f"{value!r} is not a finite number")
+    number = exact_decimal(value, field, BudgetError)
     if number <= 0:
         raise BudgetError(field, "must be more than 0")
     return number

@@ -43,9 +43,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from itertools import pairwise
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from collector.documents import DocumentError, exact_decimal, iana_timezone
 
 # Names of devices, profiles and sites: safe in URLs, file names and report columns.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -67,13 +68,10 @@ MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 _WALL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
-class PriceBookError(ValueError):
+class PriceBookError(DocumentError):
     """A price book document breaks the rules; `field` is the dotted path of the offending value."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"price book {field}: {reason}" if field else f"price book: {reason}")
+    document = "price book"
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,12 +299,7 @@ def _energy(entry: object, path: str) -> EnergyTariff:
 
 
 def _timezone(value: object, field: str) -> str:
-    if type(value) is not str or not value:
-        raise PriceBookError(field, f"must be an IANA time zone name such as \"Europe/Berlin\", got {value!r}")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise PriceBookError(field, f"{value!r} is not a known IANA time zone") from None
+    iana_timezone(value, field, PriceBookError)
     return value
 
 
@@ -415,12 +408,7 @@ def _number(
 
 
 def _decimal(text: str, field: str) -> Decimal:
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise PriceBookError(field, f"{text!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise PriceBookError(field, f"{text!r} is not a finite number")
+    value = exact_decimal(text, field, PriceBookError)
     if value < 0:
         raise PriceBookError(field, "must not be negative")
     if value and (value.adjusted() > _MAX_ADJUSTED_EXPONENT or value.as_tuple().exponent < _MIN_EXPONENT):

@@ -43,6 +43,7 @@ from collector.http_api import make_app
 from collector.ingest_service import MAX_MESSAGE_BYTES, IngestServicer
 from collector.metrics import CollectorMetrics
 from collector.params import format_address, parse_address
+from collector.periodic import periodically
 from collector.retention import RawRetention
 from collector.rpc import add_service
 from collector.store import Store
@@ -148,18 +149,10 @@ def write_ready_file(path: Path, servers: Servers) -> None:
 
 
 async def keep_pruning(retention: RawRetention, stop: asyncio.Event, *, interval_s: float = PRUNE_INTERVAL_S) -> None:
-    """Run the retention policy now and then every interval_s until stop is set; a failed run is
-    logged and the next one tries again."""
-    while True:
-        try:
-            await asyncio.to_thread(retention.run_once)
-        except Exception:  # the collector keeps serving: retention is housekeeping
-            logger.exception("raw-record retention failed; retrying in %.0f s", interval_s)
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-            return
-        except asyncio.TimeoutError:
-            pass
+    """Run the retention policy now and then every interval_s until stop is set."""
+    await periodically(
+        lambda: asyncio.to_thread(retention.run_once), stop, interval_s=interval_s, what="raw-record retention"
+    )
 
 
 async def _run(

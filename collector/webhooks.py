@@ -32,7 +32,8 @@ import aiohttp
 import sqlalchemy as sa
 
 from collector.budgets import BudgetEvent
-from collector.database import StoreUnavailable, transaction
+from collector.database import transaction
+from collector.periodic import periodically
 from collector.schema import budget_events, budgets, webhook_deliveries, webhooks
 from collector.store import Store
 
@@ -91,17 +92,7 @@ class WebhookSender:
         (the database down) is logged and the next one tries again."""
         timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while not stop.is_set():
-                try:
-                    await self.run_once(session)
-                except StoreUnavailable as err:
-                    logger.warning("webhook delivery: the database is unavailable, retrying: %s", err)
-                except Exception:  # delivery is a side job: the collector keeps serving
-                    logger.exception("webhook delivery failed; retrying in %.0f s", interval_s)
-                try:
-                    await asyncio.wait_for(stop.wait(), interval_s)
-                except asyncio.TimeoutError:
-                    pass
+            await periodically(lambda: self.run_once(session), stop, interval_s=interval_s, what="webhook delivery")
 
     async def run_once(self, session: aiohttp.ClientSession) -> int:
         """Claim the due deliveries (up to a batch), send them at once; how many were delivered."""
