@@ -2,5 +2,6 @@
 
 from agent.enforcer import BudgetExceeded
 from agent.meter import Meter, MeterStats
+from agent.router import Route, RoutePolicy
 
-__all__ = ["BudgetExceeded", "Meter", "MeterStats"]
+__all__ = ["BudgetExceeded", "Meter", "MeterStats", "Route", "RoutePolicy"]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from agent.budgets import BudgetSnapshot, BudgetState, PriceHint, PriceList, add_spend
 from agent.buffer import Buffer
+from agent.device_tags import load_tags
 from agent.record import Kind
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class BudgetStore:
         self._buffer = buffer
         snapshot = load_snapshot(buffer)
         self._budgets = snapshot.budgets
+        self._hints = frozenset(snapshot.hints)
         self._prices = PriceList(snapshot.hints)
         self._spent = dict(snapshot.spent)
         counted = buffer.meta(COUNTED_KEY)
@@ -72,8 +74,9 @@ class BudgetStore:
         acked_through_seq: int,
     ) -> None:
         """Replace the state with a reply's and restart the counts after acked_through_seq.
-        Nothing is written while no budget applies and none did before (the common case)."""
-        if not budgets and not self._budgets:
+        Nothing is written while no budget applies and none did before and the hints are the
+        same (the common case): the hints are kept for the router (agent.router) too."""
+        if not budgets and not self._budgets and frozenset(hints) == self._hints:
             return
         with self._buffer.transaction() as conn:
             conn.execute("DELETE FROM budget_state")
@@ -88,6 +91,7 @@ class BudgetStore:
             )
             _set_meta(conn, {RECEIVED_KEY: str(received_unix_ns), COUNTED_KEY: str(acked_through_seq)})
         self._budgets = tuple(budgets)
+        self._hints = frozenset(hints)
         self._prices = PriceList(hints)
         self._spent = {}
         self._counted_seq = acked_through_seq
@@ -107,7 +111,11 @@ class BudgetStore:
             (self._counted_seq, last_seq, *_COUNTED_KINDS),
         )
         spent = dict(self._spent)
-        add_spend(spent, self._budgets, self._prices, ((m, r, json.loads(t), n) for m, r, t, n, _ in groups))
+        # The records' tags as the collector will have them: with the device's default tags.
+        defaults = load_tags(self._buffer)
+        add_spend(
+            spent, self._budgets, self._prices, ((m, r, {**defaults, **json.loads(t)}, n) for m, r, t, n, _ in groups)
+        )
         with self._buffer.transaction() as conn:
             conn.executemany(
                 "UPDATE budget_state SET spent = ? WHERE budget_id = ?",
@@ -134,6 +142,12 @@ def _state_row(budget: BudgetState) -> tuple:
 def _set_meta(conn, values: dict[str, str]) -> None:
     """Set meta keys and move the version on, in the caller's transaction: readers reload."""
     conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+    bump_version(conn)
+
+
+def bump_version(conn) -> None:
+    """Move the version on, in the caller's transaction: every Meter reloads the state (the
+    device's default tags are part of what it enforces by: agent.device_tags)."""
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE"
         " SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
+from agent.record import EnergyShare, Kind, Memory, ServerSide, Status, UsageRecord
 from agent.sqlite_wal import enable_wal, is_busy
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ _RECORD_COLUMNS = (
     "duration_ns", "cpu_time_ns", "status", "error_type", "tags", "pid", "count",
     "gpu_time_ns", "energy", "memory",
 )
+# What a read returns: the record's columns and what the server-side join added (agent.triton_join).
+_READ_COLUMNS = (*_RECORD_COLUMNS, "server")
 # Columns an append writes, in the order of the row tuples it takes: the record's, then what
 # the device keeps for attributing energy to it (never shipped): its start on CLOCK_MONOTONIC,
 # the boot that clock belongs to, and whether attribution is done with it.
@@ -137,6 +139,12 @@ MIGRATIONS: tuple[str, ...] = (
         cost_per_inference_pico INTEGER NOT NULL, energy_per_inference_uj INTEGER NOT NULL,
         PRIMARY KEY (model, runtime)
     ) WITHOUT ROWID;
+    """,
+    # Server-side figures (agent.triton_join): the record's share of what its inference server
+    # reported, as JSON (encode_server); NULL until joined, and for records of other runtimes.
+    """
+    ALTER TABLE records ADD COLUMN server TEXT;
+    ALTER TABLE rejected ADD COLUMN server TEXT;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -270,6 +278,17 @@ def encode_memory(memory: Memory | None) -> str | None:
     return f"[{int(memory.peak_rss_bytes)},{int(memory.peak_gpu_memory_bytes)},{int(memory.model_resident_bytes)}]"
 
 
+def encode_server(server: ServerSide | None) -> str | None:
+    """[queue_ns, compute_input_ns, compute_infer_ns, compute_output_ns, gpu_memory_bytes,
+    source, method, interval_ns] as JSON."""
+    if server is None:
+        return None
+    return json.dumps([
+        server.queue_ns, server.compute_input_ns, server.compute_infer_ns, server.compute_output_ns,
+        server.gpu_memory_bytes, server.source, server.method, server.interval_ns,
+    ], separators=(",", ":"))
+
+
 def row_from_record(record: UsageRecord) -> tuple:
     """The append row (APPEND_COLUMNS order) for a record made elsewhere; its seq is ignored.
     It has no monotonic start on this device, so there is nothing to attribute to it."""
@@ -303,13 +322,14 @@ def _records_from_rows(rows: Iterable[Sequence]) -> list[UsageRecord]:
 def _record_from_row(row: Sequence, tags: dict[str, str]) -> UsageRecord:
     (seq, kind, model, model_version, runtime, provider, batch_size, input_bytes, output_bytes,
      input_tokens, output_tokens, start_unix_ns, duration_ns, cpu_time_ns, status, error_type,
-     _, pid, count, gpu_time_ns, energy, memory) = row
+     _, pid, count, gpu_time_ns, energy, memory, server) = row
     return UsageRecord(  # positional, in declaration order: the shipper reads every record
         seq, _KINDS.get(kind, kind), model, start_unix_ns, duration_ns, model_version, runtime,
         provider, batch_size, input_bytes, output_bytes, input_tokens, output_tokens,
         cpu_time_ns, _STATUSES.get(status, status), error_type, tags, pid, count, gpu_time_ns,
         tuple(EnergyShare(*share) for share in json.loads(energy)) if energy else (),
         Memory(*json.loads(memory)) if memory else None,
+        ServerSide(*json.loads(server)) if server else None,
     )
 
 
@@ -445,7 +465,7 @@ class Buffer:
         before the first record still waiting for its energy (what may be shipped)."""
         bound = f" AND seq < (SELECT coalesce(min(seq), {_SEQ_MAX}) FROM records WHERE attributed = 0)"
         cursor = self._conn.execute(
-            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records WHERE seq > ?"
+            f"SELECT {', '.join(_READ_COLUMNS)} FROM records WHERE seq > ?"
             f"{bound if attributed_only else ''} ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
@@ -477,7 +497,7 @@ class Buffer:
         """Move records out of the shipping queue into `rejected`, keeping them for inspection.
         On a full disk they stay where they are (0; logged once per streak)."""
         marks = ", ".join("?" * len(seqs))
-        columns = ", ".join(_RECORD_COLUMNS)
+        columns = ", ".join(_READ_COLUMNS)
         with self._unless_full("set aside rejected records"):
             with self.transaction() as conn:
                 conn.execute(
@@ -540,7 +560,7 @@ class Buffer:
 
     def rejected(self, *, limit: int = 1000) -> list[tuple[UsageRecord, str]]:
         cursor = self._conn.execute(
-            f"SELECT {', '.join(_RECORD_COLUMNS)}, reason FROM rejected ORDER BY seq LIMIT ?",
+            f"SELECT {', '.join(_READ_COLUMNS)}, reason FROM rejected ORDER BY seq LIMIT ?",
             (limit,),
         )
         rows = cursor.fetchall()

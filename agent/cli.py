@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from agent import completion, discovery_cli, wrap_cli
 from agent.buffer import Buffer, BufferError
 from agent.config import ConfigError, load_config
 
@@ -24,6 +25,7 @@ EPILOG = """\
 Start here:
   infermeter demo                      collector + agent + a metered model, then a cost report
   infermeter agent run --config agent.toml
+  infermeter wrap -- python app.py     meter an app's ONNX Runtime sessions and Triton clients, unchanged
   infermeter collector serve --db sqlite:///infermeter.db
   infermeter admin device add edge-01  register a device, print its token
   infermeter report costs --group-by model,device
@@ -205,6 +207,7 @@ def _add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_agent_status)
+    discovery_cli.register(commands)
 
 
 def _positive(text: str) -> int:
@@ -242,12 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print JSON")
     demo.set_defaults(func=_demo)
     _add_agent_commands(subparsers)
+    wrap_cli.register(subparsers)
     register_collector(subparsers)
+    completion.register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    completion.complete(parser)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

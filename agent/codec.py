@@ -10,7 +10,7 @@ import operator
 from infermeter.v1 import usage_pb2
 
 from agent.budgets import BudgetState, PriceHint
-from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
+from agent.record import EnergyShare, Kind, Memory, ServerSide, Status, UsageRecord
 
 # Unknown values (from a newer peer) stay raw ints, so validation can name them clearly.
 _KINDS = {kind.value: kind for kind in Kind}
@@ -57,6 +57,16 @@ def record_to_proto(record: UsageRecord) -> usage_pb2.UsageRecord:
                 model_resident_bytes=record.memory.model_resident_bytes,
             )
         )
+    if record.server is not None:
+        server = record.server
+        message.server.CopyFrom(
+            usage_pb2.ServerSide(
+                queue_ns=server.queue_ns, compute_input_ns=server.compute_input_ns,
+                compute_infer_ns=server.compute_infer_ns, compute_output_ns=server.compute_output_ns,
+                gpu_memory_bytes=server.gpu_memory_bytes, source=server.source, method=server.method,
+                interval_ns=server.interval_ns,
+            )
+        )
     return message
 
 
@@ -89,11 +99,19 @@ def record_from_proto(message: usage_pb2.UsageRecord) -> UsageRecord:
             for e in energy
         ) if energy else (),
         _memory_from_proto(message.memory) if message.HasField("memory") else None,
+        _server_from_proto(message.server) if message.HasField("server") else None,
     )
 
 
 def _memory_from_proto(message: usage_pb2.Memory) -> Memory:
     return Memory(message.peak_rss_bytes, message.peak_gpu_memory_bytes, message.model_resident_bytes)
+
+
+def _server_from_proto(message: usage_pb2.ServerSide) -> ServerSide:
+    return ServerSide(
+        message.queue_ns, message.compute_input_ns, message.compute_infer_ns, message.compute_output_ns,
+        message.gpu_memory_bytes, message.source, message.method, message.interval_ns,
+    )
 
 
 def budget_state_from_proto(message) -> BudgetState:

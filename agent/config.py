@@ -36,8 +36,18 @@ command-line overrides (in that order of precedence, last wins). Everything else
     max_w_per_cpu = 3.5
     w_per_memory_gb = 0.392
 
+    [triton]                     # server-side join for Triton client records (agent.triton_join)
+    statistics_url = ""          # the local Triton server's HTTP endpoint, e.g. http://localhost:8000
+    statistics_header = ""       # KEY=VALUE sent with each read, where the server restricts its
+                                 # statistics (tritonserver --http-restricted-api=statistics:KEY=VALUE)
+
     [metrics]                    # Prometheus metrics of the daemon (agent.metrics; the `metrics` extra)
     listen = "127.0.0.1:9464"    # HOST:PORT to serve /metrics on; "" (the default): off
+
+    [discovery]                  # shadow AI: processes with a runtime loaded that meter nothing (agent.discovery)
+    enabled = true
+    interval_s = 60              # how often /proc is scanned
+    recent_s = 900               # a process whose pid wrote a record this recently is metered
 
 Environment: INFERMETER_CONFIG (path of the TOML file), INFERMETER_BUFFER, INFERMETER_TAGS
 ("k=v,k2=v2"), INFERMETER_COLLECTOR, INFERMETER_TOKEN_FILE, INFERMETER_TOKEN.
@@ -92,6 +102,11 @@ class AgentConfig:
     max_w_per_cpu: float = 3.5
     w_per_memory_gb: float = 0.392
     metrics_listen: str = ""
+    triton_statistics_url: str = ""
+    triton_statistics_header: str = field(default="", repr=False)
+    discovery_enabled: bool = True
+    discovery_interval_s: float = 60.0
+    discovery_recent_s: float = 900.0
 
     def device_token(self) -> str:
         """The device token: inline, or read from token_file at the moment of the call (so a
@@ -143,6 +158,15 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, type]]] = {
         "w_per_memory_gb": ("w_per_memory_gb", float),
     },
     "metrics": {"listen": ("metrics_listen", str)},
+    "triton": {
+        "statistics_url": ("triton_statistics_url", str),
+        "statistics_header": ("triton_statistics_header", str),
+    },
+    "discovery": {
+        "enabled": ("discovery_enabled", bool),
+        "interval_s": ("discovery_interval_s", float),
+        "recent_s": ("discovery_recent_s", float),
+    },
 }
 SENSOR_FAMILIES = ("auto", "rapl", "jetson", "hwmon", "nvml", "triton", "estimate")
 _ENV = {
@@ -259,6 +283,8 @@ def load_config(
         raise ConfigError("energy.sample_period_s must be from 0.01 to 60 seconds")
     if config.metrics_listen and not _is_address(config.metrics_listen):
         raise ConfigError(f"metrics.listen must be HOST:PORT, got {config.metrics_listen!r}")
+    if config.discovery_interval_s < 1:
+        raise ConfigError("discovery.interval_s must be at least 1 (second)")
     if config.max_w_per_cpu < config.idle_w_per_cpu:
         raise ConfigError("energy.estimate.max_w_per_cpu must not be below idle_w_per_cpu")
     return config

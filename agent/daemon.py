@@ -7,7 +7,10 @@ new stream starts, the loss is reported as a gap record: agent.quarantine) with 
 cap; while its disk is too full to open it, the daemon waits for room rather than exiting.
 Each round then attributes energy, compacts the buffer when it nears its cap (agent.compaction)
 and ships; a token the collector hands over during a rotation goes to the token file
-(agent.rotation), and each reply's budget state to the buffer (agent.budget_store). The spend
+(agent.rotation), and each reply's budget state to the buffer (agent.budget_store), as well as
+the device's default tags, which it adds to the records it ships (agent.device_tags). Every
+discovery.interval_s, it scans for processes that run an inference runtime but meter nothing
+and reports them (agent.discovery). The spend
 against the budgets' leases is counted every interval_s, also while a backoff keeps the
 collector waiting: offline, the lease runs down as records are written.
 
@@ -44,6 +47,9 @@ from agent.budget_store import BudgetStore
 from agent.buffer import MIB, Buffer, BufferError, disk_free_bytes, is_full
 from agent.compaction import CompactionPolicy, Compactor
 from agent.config import AgentConfig
+from agent.device_tags import DeviceTags, TaggingExporter
+from agent.discovery import Discovery, ProcScanner, ShippedPids, WriterLog
+from agent.discovery_report import GrpcScanReporter
 from agent.energy.service import EnergyService
 from agent.exporter import (
     DeviceInfo,
@@ -60,6 +66,7 @@ from agent.record import UsageRecord
 from agent.rotation import TokenKeeper
 from agent.shipper import Backoff, Shipper
 from agent.status import STALE_AFTER_S, StatusBoard, new_state, status_path
+from agent.triton_join import triton_join_tasks
 from agent.watchdog import SamplerProgress, Watchdog
 
 if TYPE_CHECKING:
@@ -291,13 +298,18 @@ def build_daemon(
     # Each batch that goes out is a step of the main loop too (the one before it was
     # acknowledged): a long drain keeps the watchdog fed and the status fresh.
     budgets = BudgetStore(buffer)
+    device_tags = DeviceTags(buffer)
+    exporter = TaggingExporter(exporter, device_tags)
+    discovery = _discovery(config, buffer, channel, energy)
+    if discovery is not None:
+        exporter = ShippedPids(exporter, discovery.writers)
     if metrics is not None:
         exporter = metrics.metered(exporter)
         metrics.follow_budgets(lambda: budgets.budgets)
     shipper = Shipper(
         buffer, TickingExporter(exporter, lambda: daemon.tick()), batch_size=config.batch_size,
         attributed_only=energy is not None, heartbeat_s=config.heartbeat_s,
-        on_reply=functools.partial(keep_budget_state, budgets),
+        on_reply=functools.partial(keep_reply, budgets, device_tags),
     )
     # The shipper sends at most two batches before it deletes what was acknowledged: those
     # records may be on the collector, and compaction must leave them as they are.
@@ -306,7 +318,10 @@ def build_daemon(
     )
     daemon = Daemon(
         shipper,
-        tasks=[energy.attributor, compactor] if energy is not None else [compactor],
+        tasks=[
+            *triton_join_tasks(config, buffer),
+            *([energy.attributor] if energy is not None else []), compactor, *([discovery] if discovery else []),
+        ],
         interval_s=config.interval_s,
         backoff=Backoff(initial_s=config.backoff_initial_s, max_s=config.backoff_max_s),
         watchdog=Watchdog(watchdog_s, checks=checks),
@@ -315,6 +330,19 @@ def build_daemon(
         watchers=[budgets],
     )
     return daemon
+
+
+def _discovery(config: AgentConfig, buffer: Buffer, channel: grpc.Channel, energy: EnergyService | None) -> Discovery | None:
+    """Shadow AI discovery (agent.discovery), with discovery.enabled: scans every
+    discovery.interval_s, reported to the collector over the daemon's channel."""
+    if not config.discovery_enabled:
+        return None
+    return Discovery(
+        buffer, ProcScanner(), WriterLog(keep_s=config.discovery_recent_s),
+        interval_s=config.discovery_interval_s, recent_s=config.discovery_recent_s,
+        report=GrpcScanReporter(channel, config.device_token, timeout_s=config.timeout_s),
+        gpu_memory=energy.gpu_memory if energy is not None else None,
+    )
 
 
 def start_metrics(config: AgentConfig, energy: EnergyService | None) -> AgentMetrics | None:
@@ -343,6 +371,12 @@ def start_metrics(config: AgentConfig, energy: EnergyService | None) -> AgentMet
         return None
     logger.info("serving Prometheus metrics on http://%s/metrics", config.metrics_listen)
     return metrics
+
+
+def keep_reply(budgets: BudgetStore, device_tags: DeviceTags, outcome: ExportOutcome, acked_seq: int) -> None:
+    """What a successful reply tells the device: its budget state and its default tags."""
+    keep_budget_state(budgets, outcome, acked_seq)
+    device_tags.keep(outcome.device_tags)
 
 
 def keep_budget_state(store: BudgetStore, outcome: ExportOutcome, acked_seq: int) -> None:

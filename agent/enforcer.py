@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
 from agent.budget_store import load_snapshot, read_version
-from agent.budgets import BudgetSnapshot, BudgetState, Scope
+from agent.budgets import BudgetSnapshot, BudgetState, PriceHint, Scope
 from agent.buffer import Buffer
+from agent.device_tags import load_tags
 from agent.entry import StaticFields
 
 PICOS = 10**12
@@ -73,17 +74,27 @@ class TokenBucket:
 class _Rule:
     """A budget that acts now: raise `error` (block), or take a token from `bucket`."""
 
-    __slots__ = ("bucket", "error", "period_end_unix_ns", "scope")
+    __slots__ = ("bucket", "error", "name", "period_end_unix_ns", "scope")
 
     def __init__(self, budget: BudgetState, error: BudgetExceeded | None, bucket: TokenBucket | None) -> None:
+        self.name = budget.name
         self.scope = Scope(budget.scope)
         self.period_end_unix_ns = budget.period_end_unix_ns
         self.error = error
         self.bucket = bucket
 
+    @property
+    def action(self) -> str:
+        return "throttle" if self.bucket is not None else "block"
+
+    @property
+    def lapsed(self) -> bool:
+        """A new period has begun: ok until the collector says otherwise."""
+        return time.time_ns() >= self.period_end_unix_ns > 0
+
     def enforce(self) -> None:
-        if time.time_ns() >= self.period_end_unix_ns > 0:
-            return  # a new period: ok until the collector says otherwise
+        if self.lapsed:
+            return
         if self.bucket is not None:
             self.bucket.take()
         else:
@@ -95,8 +106,10 @@ class _Rule:
 class Enforcer:
     """The budgets acting now; build() gives None when there are none."""
 
-    def __init__(self, rules: tuple[_Rule, ...]) -> None:
+    def __init__(self, rules: tuple[_Rule, ...], device_tags: Mapping[str, str] | None = None) -> None:
+        """device_tags: the device's default tags (agent.device_tags), under every call's own."""
         self._rules = rules
+        self._device_tags = dict(device_tags or {})
         self._uses_tags = any(rule.scope.uses_tags for rule in rules)
         self._by_call: dict[tuple[str, str], tuple[_Rule, ...]] = {}
         # Sessions (their StaticFields) that no acting budget covers: the hot path tests
@@ -106,6 +119,7 @@ class Enforcer:
     @classmethod
     def build(
         cls, snapshot: BudgetSnapshot, *, buckets: dict[str, TokenBucket], now_unix_ns: int | None = None,
+        device_tags: Mapping[str, str] | None = None,
     ) -> Enforcer | None:
         """buckets: the guard's, by budget_id: kept across snapshots while the rate holds (a
         new state must not hand out a fresh burst); updated in place."""
@@ -127,7 +141,7 @@ class Enforcer:
                     text += " (throttled to 0 calls per second)"
                 error = BudgetExceeded(text, budget=budget.name, scope=budget.scope, reason=reason)
                 rules.append(_Rule(budget, error, None))
-        return cls(tuple(rules)) if rules else None
+        return cls(tuple(rules), device_tags) if rules else None
 
     def check(self, static: StaticFields, call_tags: Mapping[str, str] | None) -> None:
         """Act on the call of static's model with static's tags and call_tags over them. A
@@ -146,7 +160,18 @@ class Enforcer:
         for rule in rules:
             rule.enforce()
 
+    def acting_on(self, static: StaticFields) -> tuple[tuple[str, str], ...]:
+        """(budget name, "block" or "throttle") of each budget that would act on a call of
+        static's model and tags now; nothing is enforced (agent.router asks)."""
+        key = (static.model, static.tags_json)
+        rules = self._by_call.get(key)
+        if rules is None:
+            rules = self._by_call[key] = self._matching(static.model, static.tags)
+        return tuple((rule.name, rule.action) for rule in rules if not rule.lapsed)
+
     def _matching(self, model: str, tags: Mapping[str, str]) -> tuple[_Rule, ...]:
+        if self._device_tags:  # as the daemon ships the record
+            tags = {**self._device_tags, **tags}
         return tuple(rule for rule in self._rules if rule.scope.matches(model, tags))
 
 
@@ -156,6 +181,8 @@ class BudgetGuard:
 
     def __init__(self) -> None:
         self.enforcer: Enforcer | None = None
+        # The price hints of the last reply, by (model, runtime) (agent.router reads them).
+        self.hints: Mapping[tuple[str, str], PriceHint] = {}
         self.loaded = False
         self._version = 0
         self._buckets: dict[str, TokenBucket] = {}
@@ -166,7 +193,9 @@ class BudgetGuard:
         version = read_version(buffer)
         if version == self._version:
             return
-        self.enforcer = Enforcer.build(load_snapshot(buffer), buckets=self._buckets)
+        snapshot = load_snapshot(buffer)
+        self.hints = {(hint.model, hint.runtime): hint for hint in snapshot.hints}
+        self.enforcer = Enforcer.build(snapshot, buckets=self._buckets, device_tags=load_tags(buffer))
         self._version = version
 
 

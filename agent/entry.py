@@ -13,7 +13,9 @@ Entry layout (index: field):
     0 static          StaticFields
     1 call_tags       dict[str, str] | None   per-call tags, validated by the flusher
     2 start_ns (monotonic clock)      3 duration_ns   4 cpu_time_ns
-    5 batch_size      6 input_bytes   7 output_bytes
+    5 batch_size      6 input_bytes   7 output_bytes (an int, or a function of no arguments
+                                                      that gives it, never raising: called by
+                                                      the flusher, off the hot path)
     8 input_tokens    9 output_tokens
     10 status (int)   11 error_type
 """
@@ -119,6 +121,8 @@ def rows_from_entries(
     for entry in entries:
         (static, call_tags, start_ns, duration_ns, cpu_time_ns, batch_size, input_bytes,
          output_bytes, input_tokens, output_tokens, status, error_type) = entry
+        if type(output_bytes) is not int:
+            output_bytes = output_bytes()
         tags_json = static.tags_json
         if call_tags is not None:
             try:

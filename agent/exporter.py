@@ -20,7 +20,7 @@ import logging
 import os
 import platform
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -61,6 +61,9 @@ class ExportOutcome:
     # a budget left out no longer applies) and its price hints.
     budgets: tuple[BudgetState, ...] = ()
     price_hints: tuple[PriceHint, ...] = ()
+    # The device's default tags (agent.device_tags): a reply's whole set; None: not a reply
+    # of the collector's.
+    device_tags: Mapping[str, str] | None = None
 
 
 class PendingExport(Protocol):
@@ -222,6 +225,7 @@ class _PendingPush:
             duplicates=reply.duplicates,
             budgets=tuple(budget_state_from_proto(budget) for budget in reply.budgets),
             price_hints=tuple(price_hint_from_proto(hint) for hint in reply.price_hints),
+            device_tags=dict(reply.device_tags),
         )
 
     def _take_token(self, token: str) -> None:

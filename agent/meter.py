@@ -4,6 +4,7 @@
     with Meter(buffer="/var/lib/infermeter/buffer.db", tags={"project": "search"}) as meter:
         sess = meter.wrap_onnx(onnxruntime.InferenceSession(path), model="resnet50", version="3")
         sess.run(None, {"input": batch})
+        client = meter.wrap_triton(tritonclient.grpc.InferenceServerClient("localhost:8001"))
         with meter.span("my-llm") as span:
             span.set_tokens(input=120, output=512)
 
@@ -29,7 +30,7 @@ the application: its failures are counted in stats() and logged once per kind.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,8 +44,10 @@ from agent.flusher import Flusher, MeterStats
 from agent.in_flight import InFlight
 from agent.onnx_session import RUN_CODE, MeteredSession, onnx_static_fields
 from agent.record import Kind
+from agent.router import Route, RoutePolicy, Router
 from agent.span import RUNTIME as SPAN_RUNTIME
 from agent.span import Span
+from agent.triton_client import INFER_CODE as TRITON_INFER_CODE
 
 __all__ = ["Meter", "MeterStats"]
 
@@ -70,7 +73,7 @@ class Meter:
         self.flusher = Flusher(
             functools.partial(Buffer.open, self.buffer_path),
             max_queue=max_queue, interval_s=flush_interval_s, start_thread=start_thread,
-            buffer_label=str(self.buffer_path), clock=self._clock, in_flight=InFlight([RUN_CODE]),
+            buffer_label=str(self.buffer_path), clock=self._clock, in_flight=InFlight([RUN_CODE, TRITON_INFER_CODE]),
             watch=self.budgets.refresh, buffer_exists=self.buffer_path.exists,
         )
 
@@ -126,6 +129,23 @@ class Meter:
         session = onnxruntime.InferenceSession(model_path, sess_options, **session_kwargs)
         resident = max(process.memory_info().rss - rss_before, 0)
         return self.wrap_onnx(session, model=model, version=version, tags=tags, model_resident_bytes=resident)
+
+    def wrap_triton(self, client: Any, *, tags: Mapping[str, str] | None = None) -> Any:
+        """Meter every inference of a tritonclient.grpc / tritonclient.http client or of their
+        asyncio variants (agent.triton_client): one record per call or streamed response."""
+        from agent.triton_wrap import wrap_client
+
+        wrapped = wrap_client(
+            client, flusher=self.flusher, clock=self._clock, guard=self.budgets, meter_tags=self.tags, tags=tags
+        )
+        self._start()
+        return wrapped
+
+    def router(self, routes: Sequence[Route | MeteredSession], *, policy: RoutePolicy | None = None) -> Router:
+        """A Router over metered sessions of this meter (agent.router): each run() goes to the
+        cheapest route that meets the policy, within the budgets. Raises TypeError/ValueError
+        for routes or a policy that cannot work (a setup mistake)."""
+        return Router(routes, policy if policy is not None else RoutePolicy(), self.budgets, clock=self._clock)
 
     def span(self, name: str, *, tags: Mapping[str, str] | None = None, version: str = "") -> Span:
         """Meter the work done inside `with meter.span(name) as span:` (kind SPAN)."""

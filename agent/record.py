@@ -59,6 +59,33 @@ class Memory:
 
 
 @dataclass(slots=True)
+class ServerSide:
+    """The record's share of what the inference server reported doing for its model in one
+    polling interval (Triton's statistics extension): time queued, and time computing its
+    inputs, the model and its outputs; the model's GPU memory on the server (0: not reported).
+    source: where the figures came from ("triton-statistics"); method: how the interval's
+    totals were split over the records ("batch-share"); interval_ns: the polling interval."""
+
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+    gpu_memory_bytes: int = 0
+    source: str = ""
+    method: str = ""
+    interval_ns: int = 0
+
+    @property
+    def compute_ns(self) -> int:
+        return self.compute_input_ns + self.compute_infer_ns + self.compute_output_ns
+
+
+SERVER_SIDE_COUNTERS = (
+    "queue_ns", "compute_input_ns", "compute_infer_ns", "compute_output_ns", "gpu_memory_bytes", "interval_ns",
+)
+
+
+@dataclass(slots=True)
 class UsageRecord:
     """Construct with keywords. The codec and the buffer, which make records by the hundred
     thousand, pass them positionally in this order (four times faster than keywords)."""
@@ -85,6 +112,7 @@ class UsageRecord:
     gpu_time_ns: int = 0
     energy: tuple[EnergyShare, ...] = ()
     memory: Memory | None = None
+    server: ServerSide | None = None
 
     @property
     def energy_uj(self) -> int:
@@ -192,6 +220,19 @@ def _check_extras(record: UsageRecord) -> None:
     if record.memory is not None:
         for name in ("peak_rss_bytes", "peak_gpu_memory_bytes", "model_resident_bytes"):
             _check_int(f"memory.{name}", getattr(record.memory, name), 0, INT64_MAX)
+    if record.server is not None:
+        _check_server(record.server)
+
+
+def _check_server(server: object) -> None:
+    if not isinstance(server, ServerSide):
+        raise InvalidRecord("server", "must be a ServerSide")
+    for name in ("source", "method"):
+        check_text(f"server.{name}", getattr(server, name), 32, required=True)
+    for name in SERVER_SIDE_COUNTERS:
+        _check_int(f"server.{name}", getattr(server, name), 0, INT64_MAX)
+    if server.queue_ns + server.compute_ns > INT64_MAX:
+        raise InvalidRecord("server", "its times add up past 2^63 - 1 ns")
 
 
 def _checked(record: UsageRecord, *checks: Callable[[UsageRecord], None]) -> None:
@@ -216,8 +257,8 @@ def validate_all(records: Sequence[UsageRecord]) -> None:
     The collector checks every record it receives. Record by record that is a few dozen Python
     calls each; here the batch is checked column by column, with C-level operations over each
     column (and over the distinct values of the text columns, which repeat), and only a batch
-    that is not plainly valid is walked record by record to name the fault. Energy shares and
-    memory figures are checked on the records that carry them."""
+    that is not plainly valid is walked record by record to name the fault. Energy shares,
+    memory and server-side figures are checked on the records that carry them."""
     columns = list(zip(*map(_batch_fields_of, records)))
     if not columns:
         return
@@ -225,15 +266,15 @@ def validate_all(records: Sequence[UsageRecord]) -> None:
         for record in records:
             validate(record)
         return
-    for record, energy, memory in zip(records, columns[-2], columns[-1]):
-        if energy or memory is not None:
+    for record, energy, memory, server in zip(records, columns[-3], columns[-2], columns[-1]):
+        if energy or memory is not None or server is not None:
             _checked(record, _check_extras)
 
 
 # What validate_all reads of each record; _plainly_valid unpacks the columns in this order.
 _batch_fields_of = operator.attrgetter(
     "seq", "start_unix_ns", "duration_ns", *_COUNTERS, "kind", "status", *_TEXTS, "tags",
-    "energy", "memory",
+    "energy", "memory", "server",
 )
 _INTS = 3 + len(_COUNTERS)
 
@@ -244,7 +285,7 @@ def _plainly_valid(columns: list[tuple]) -> bool:
     too). Never raises: every comparison is guarded by a type check before it."""
     seqs, starts, durations, *counters = columns[:_INTS]
     kinds, statuses, *texts = columns[_INTS:_INTS + 2 + len(_TEXTS)]
-    tags = columns[-3]
+    tags = columns[-4]
     if any(set(map(type, column)) != _INT_TYPE for column in columns[:_INTS]):
         return False
     return (

@@ -17,19 +17,21 @@ from collections.abc import Callable
 import grpc
 from infermeter.v1 import admin_pb2
 
-from collector import admin_ops, params, tokens
+from collector import admin_ops, params, shadow, tokens
 from collector.admin_ops import Refused
 from collector.auth import GRPC_ROLES, Denied, authorize_admin
+from collector.insights_service import InsightRpcs
 from collector.params import QueryError
 from collector.pricebook import NAME_PATTERN
 from collector.rpc import call_store
 from collector.store import DEVICE_NAME_RULE, DeviceRow, RotationRefused, Store
+from collector.tag_service import TagRpcs
 
 # admin_ops.Refused kinds -> statuses.
 _REFUSED = {admin_ops.NOT_FOUND: grpc.StatusCode.NOT_FOUND, admin_ops.EXISTS: grpc.StatusCode.ALREADY_EXISTS}
 
 
-class AdminServicer:
+class AdminServicer(TagRpcs, InsightRpcs):
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -220,6 +222,17 @@ class AdminServicer:
             context, lambda: params.webhook_id(request.webhook_id, field="webhook_id"), admin_ops.revoke_webhook
         )
         return webhook_to_proto(row)
+
+
+    async def ListShadowProcesses(
+        self, request: admin_pb2.ListShadowProcessesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListShadowProcessesResponse:
+        # "" means every device, as documented in admin.proto.
+        answer = await self._do(
+            context, lambda: params.check_name(request.device, field="device") if request.device else None,
+            shadow.list_shadow,
+        )
+        return admin_pb2.ListShadowProcessesResponse(answer_json=json.dumps(answer))
 
 
 def _document(text: str) -> dict:

@@ -34,7 +34,7 @@ def register_report(report: argparse._SubParsersAction) -> None:
     events.add_argument("--since", type=_time_ns, metavar="TIME", help=f"events created at or after: {TIME_FORMS}")
     forecast = _leaf(report, "forecast", _forecast, help="forecast a scope's daily spend and project its budgets",
                      epilog="examples:\n  infermeter report forecast --scope tag:project=search --horizon-days 14")
-    forecast.add_argument("--scope", default="global", help="global, device:NAME, model:NAME, site:NAME or tag:KEY=VALUE")
+    forecast.add_argument("--scope", default="global", help="global, device:NAME, model:NAME, site:NAME, tag:KEY=VALUE or class:DIMENSION=CLASS")
     forecast.add_argument("--horizon-days", type=int, default=30, metavar="N", help="days to forecast (1-366)")
 
 

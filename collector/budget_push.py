@@ -12,12 +12,15 @@ cached for DEVICE_TTL_S, price hints for HINTS_TTL_S (once there are any: a devi
 nothing yet gets its first hints at the push after its first records). A model the device
 starts running within that time has no hint until the cache expires; the device prices it at
 its dearest hint meanwhile.
+
+The reply also carries the device's default tags (collector.tag_store), read on every push like
+the budgets, so that a change reaches the device's next push.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
 import sqlalchemy as sa
@@ -30,6 +33,7 @@ from collector.credentials import TtlCache
 from collector.pricing import div_round_half_even, picos_to_decimal
 from collector.rollups import HOUR_NS
 from collector.schema import ROLLUP_SPLIT, cost_rollups, devices
+from collector.tag_store import device_tags
 
 DEVICE_TTL_S = 5.0
 HINTS_TTL_S = 60.0
@@ -58,6 +62,7 @@ class PushState:
     currency: str
     budgets: list[DeviceBudget]
     price_hints: list[PriceHint]
+    device_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +99,7 @@ class PushStates:
             hints = price_hints(connection, device_id, now_unix_ns=now_unix_ns)
             if hints:  # none yet: the device's first records must bring them at its next push
                 self._hints.put(device_id, hints)
-        return PushState(fleet.currency, found, hints)
+        return PushState(fleet.currency, found, hints, device_tags(connection, device_id))
 
     def clear(self) -> None:
         self._fleet.clear()

@@ -191,7 +191,9 @@ def graduated_share(discount: Discount, spend_pico: int) -> Fraction:
 def apportion(total: int, weights: Mapping[Hashable, Fraction | int]) -> dict[Hashable, int]:
     """`total` split in proportion to `weights` (not all zero) into integers that add up to it:
     each gets the floor of its exact share, and the largest remainders one more."""
-    scale = lcm(*(Fraction(weight).denominator for weight in weights.values()))
+    scale = 1 if all(type(weight) is int for weight in weights.values()) else lcm(
+        *(Fraction(weight).denominator for weight in weights.values())
+    )
     scaled = {key: int(weight * scale) for key, weight in weights.items()}
     whole = sum(scaled.values())
     shares = {key: divmod(total * weight, whole) for key, weight in scaled.items()}
@@ -227,12 +229,21 @@ def _discounts(
     spend = dict(context.month_spend)
     listed: dict[tuple, int] = {}  # (target, month, discount name) -> list picos
     discounts: dict[tuple[int, str], Discount] = {}
+    # Many rows share a slice, and a month, device and model: each worked out once.
+    months: dict[int, int] = {}
+    covering: dict[tuple[int, str, str], Discount | None] = {}
     for row in rows:
         if not row.list_pico:
             continue
-        month = month_start(row.slice_start_unix_ns)
-        device = context.devices.get(row.device_id)
-        discount = context.book_at(month).discount_for(device.name if device else "", row.model)
+        month = months.get(row.slice_start_unix_ns)
+        if month is None:
+            month = months[row.slice_start_unix_ns] = month_start(row.slice_start_unix_ns)
+        scope = (month, row.device_id, row.model)
+        if scope in covering:
+            discount = covering[scope]
+        else:
+            device = context.devices.get(row.device_id)
+            discount = covering[scope] = context.book_at(month).discount_for(device.name if device else "", row.model)
         if discount is None:
             continue
         discounts[month, discount.name] = discount
@@ -295,10 +306,14 @@ def _idle(
 
 
 def _fixed(rows: Sequence[Usage], context: ChargeContext, cell: Callable[[tuple], CellCharges]) -> None:
+    by_period: dict[object, list[Usage]] = {}
+    for row in rows:
+        if not row.idle and row.list_pico:
+            by_period.setdefault(row.cell[0], []).append(row)
     for (_, device_name, model), period, picos in _monthly_pieces(context):
         weights: dict[tuple, int] = {}
-        for row in rows:
-            if row.idle or not row.list_pico or row.cell[0] != period or (model is not None and row.model != model):
+        for row in by_period.get(period, ()):
+            if model is not None and row.model != model:
                 continue
             device = context.devices.get(row.device_id)
             if device_name is None or (device is not None and device.name == device_name):

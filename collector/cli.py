@@ -459,11 +459,14 @@ def _prune(args: argparse.Namespace) -> int:
 @_command
 def _reprice(args: argparse.Namespace) -> int:
     from collector.pricing import decimal_text, picos_to_decimal
+    from collector.progress import Progress
 
-    with _open_store(args, create=False) as store:
-        print("re-pricing stored records with the price books in force now ...", file=sys.stderr, flush=True)
+    with _open_store(args, create=False) as store, Progress("re-pricing with the price books in force now") as progress:
         try:
-            result = store.reprice(since_unix_ns=args.since, until_unix_ns=args.until, device=args.device)
+            result = store.reprice(
+                since_unix_ns=args.since, until_unix_ns=args.until, device=args.device,
+                progress=lambda records, total: progress.update(records, total=total),
+            )
         except LookupError as err:
             raise CommandError(f"{err.args[0]} (see: infermeter admin device list)", 2) from None
     old, new = picos_to_decimal(result.old_cost_pico), picos_to_decimal(result.new_cost_pico)
@@ -891,6 +894,15 @@ def _register_admin(subparsers: argparse._SubParsersAction) -> None:
     from collector import alerts_cli  # here, not at the top: it imports this module
 
     alerts_cli.register_admin(admin)
+    from collector import insights_cli  # here, not at the top: it imports this module
+
+    insights_cli.register_admin(admin)
+    from collector import tags_cli  # here, not at the top: it imports this module
+
+    tags_cli.register_admin(admin)
+    from collector import shadow_cli  # here, not at the top: it imports this module
+
+    shadow_cli.register_admin(admin)
 
 
 def _register_report(subparsers: argparse._SubParsersAction) -> None:
@@ -898,11 +910,18 @@ def _register_report(subparsers: argparse._SubParsersAction) -> None:
     from collector import alerts_cli  # here, not at the top: it imports this module
 
     alerts_cli.register_report(report)
+    from collector import insights_cli  # here, not at the top: it imports this module
+
+    insights_cli.register_report(report)
+    from collector import tags_cli  # here, not at the top: it imports this module
+
+    tags_cli.register_report(report)
     costs = _leaf(
         report, "costs", _report_costs,
         help="what inference cost, grouped as you ask",
         description="Cost of the metered work, grouped by any of: model, version, device, site, "
-        "runtime, tag:KEY, and by UTC hour, day or month with --granularity. The time range is "
+        "runtime, tag:KEY, class:DIMENSION (workload classes), and by UTC hour, day or month with "
+        "--granularity. The time range is "
         "half-open [since, until) on the records' start. "
         "Besides what the records used (usage, after volume discounts), each group carries its share "
         "of idle capacity and of monthly fixed costs, as the price book's idle policy says; groups "
@@ -917,7 +936,7 @@ def _register_report(subparsers: argparse._SubParsersAction) -> None:
         "  infermeter report costs --group-by tag:project --top 5 --granularity month",
     )
     costs.add_argument("--group-by", type=_group_by, default=(), metavar="KEYS",
-                       help="comma-separated keys: model, version, device, site, runtime, tag:KEY")
+                       help="comma-separated keys: model, version, device, site, runtime, tag:KEY, class:DIMENSION")
     costs.add_argument("--since", type=_time_ns, metavar="TIME", help=f"start of the range (inclusive): {TIME_FORMS}")
     costs.add_argument("--until", type=_time_ns, metavar="TIME", help=f"end of the range (exclusive): {TIME_FORMS}")
     costs.add_argument("--granularity", choices=("hour", "day", "month"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 from pathlib import Path
 
 from collector.cli import (
@@ -59,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     focus.add_argument("--org", default=DEFAULT_ORG, metavar="NAME",
                        help="ProviderName, PublisherName, InvoiceIssuerName and billing account (default: infermeter)")
     focus.add_argument("--progress-every", type=_rows, default=DEFAULT_PROGRESS_EVERY, metavar="ROWS",
-                       help=f"a progress line on stderr every ROWS rows; 0 for none (default {DEFAULT_PROGRESS_EVERY})")
+                       help="progress on stderr every ROWS rows (a bar on a terminal, else a line, and one at the end); "
+                       f"0 for none (default {DEFAULT_PROGRESS_EVERY})")
 
 
 def _rows(text: str) -> int:
@@ -81,14 +81,15 @@ def _export_focus(args: argparse.Namespace) -> int:
     check_range(args.since, args.until)
     check_org(args.org)
 
-    def progress(rows: int, records: int) -> None:
-        print(f"infermeter: export focus: {rows} rows ({records} records) so far", file=sys.stderr, flush=True)
+    from collector.progress import Progress
 
-    with _open_store(args, create=False) as store:
+    with _open_store(args, create=False) as store, Progress("export focus", unit="rows", line_every=args.progress_every) as progress:
         summary = export_focus(
             store.engine, args.out, file_format=file_format, since_unix_ns=args.since, until_unix_ns=args.until,
-            org=args.org, progress=progress, progress_every=args.progress_every,
+            org=args.org, progress=lambda rows, _records: progress.update(rows - progress.done),
+            progress_every=args.progress_every,
         )
+        progress.update(summary.rows - progress.done)
     if args.json:
         _print_json({"focus_version": FOCUS_VERSION, **summary.to_json()})
     else:

@@ -469,5 +469,14 @@ def make_app(store: Store, *, metrics: CollectorMetrics | None = None) -> web.Ap
     app.router.add_get("/api/v1/webhooks", webhooks, allow_head=False, name="webhooks")
     app.router.add_post("/api/v1/webhooks", add_webhook, name="add_webhook")
     app.router.add_post("/api/v1/webhooks/{id}/revoke", revoke_webhook, name="revoke_webhook")
+    from collector import tag_http  # here, not at the top: it imports this module
+
+    tag_http.add_routes(app)
+    from collector import shadow_http  # here, not at the top: it imports this module
+
+    shadow_http.add_routes(app)
+    from collector import insights_http  # here, not at the top: it imports this module
+
+    insights_http.add_routes(app)
     app.router.add_get("/api/v1/openapi.json", openapi, allow_head=False, name="openapi")
     return app

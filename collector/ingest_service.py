@@ -22,6 +22,7 @@ from infermeter.v1 import ingest_pb2
 from agent.codec import record_from_proto
 from agent.failpoints import failpoint
 from agent.record import InvalidRecord, UsageRecord, check_text, validate_all
+from collector import shadow_service
 from collector.auth import bearer_token
 from collector.budget_push import DeviceBudget, PriceHint
 from collector.metrics import CollectorMetrics
@@ -115,7 +116,15 @@ class IngestServicer:
             new_token=new_token,
             budgets=[_budget_state(budget, state.currency) for budget in state.budgets],
             price_hints=[_price_hint(hint, state.currency) for hint in state.price_hints],
+            device_tags=state.device_tags,
         )
+
+
+    async def ReportProcesses(
+        self, request: ingest_pb2.ReportProcessesRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ReportProcessesResponse:
+        """A device's shadow AI discovery scan (collector.shadow_service)."""
+        return await shadow_service.report_processes(self._store, request, context)
 
 
 def _budget_state(device_budget: DeviceBudget, currency: str) -> ingest_pb2.BudgetState:

@@ -284,10 +284,23 @@ def parse_scope(value: object, *, field: str = "scope") -> Scope:
 
     if type(value) is not str:
         raise QueryError(field, f"{field} must be a string: {SCOPE_FORMS}, not {_json_type(value)}")
+    if value.startswith("class:"):
+        return _class_scope(value, field)
     try:
         return Scope(*parse_budget_scope(value))
     except BudgetError as err:
         raise QueryError(field, f"{field} {err.reason}") from None
+
+
+def _class_scope(value: str, field: str) -> Scope:
+    """A forecast's workload class scope, class:DIMENSION=VALUE (collector.workload_classes)."""
+    from collector.workload_classes import DIMENSIONS, UNCLASSIFIED
+
+    dimension, equals, chosen = value[len("class:"):].partition("=")
+    if not equals or dimension not in DIMENSIONS or chosen not in (*DIMENSIONS[dimension], UNCLASSIFIED):
+        forms = "; ".join(f"class:{name}={'|'.join((*values, UNCLASSIFIED))}" for name, values in DIMENSIONS.items())
+        raise QueryError(field, f"{value!r} is no workload class scope: use {forms}")
+    return Scope("class", f"{dimension}={chosen}")
 
 
 DEFAULT_HORIZON_DAYS = 30

@@ -21,12 +21,20 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from agent.record import MAX_TAG_KEY_CHARS, InvalidRecord, Kind, check_text
+from collector import workload_classes
 from collector.charges import ChargeContext, Usage, month_start, period_charges
 from collector.pricing import decimal_text, picos_to_decimal
 from collector.rollups import HOUR_NS
-from collector.schema import ROLLUP_SPLIT, ROLLUP_SUMS, cost_rollups, devices, records
+from collector.schema import (
+    ROLLUP_SPLIT,
+    ROLLUP_SUMS,
+    cost_rollups,
+    cost_rollups_daily,
+    devices,
+    records,
+)
 
-GROUP_KEYS = ("model", "version", "device", "site", "runtime", "tag:KEY")
+GROUP_KEYS = ("model", "version", "device", "site", "runtime", "tag:KEY", "class:DIMENSION")
 GRANULARITIES = ("hour", "day", "month")
 MAX_TOP = 1_000_000
 DAY_NS = 24 * HOUR_NS
@@ -208,6 +216,19 @@ _ROLLUPS = _Source(
     kind=cost_rollups.c.kind,
     sum_parts=lambda name: (sa.func.sum(cost_rollups.c[f"{name}_hi"]), sa.func.sum(cost_rollups.c[f"{name}_lo"])),
 )
+_DAILY = _Source(
+    table=cost_rollups_daily,
+    time=cost_rollups_daily.c.day_unix_ns,
+    columns={"model": cost_rollups_daily.c.model, "version": cost_rollups_daily.c.model_version,
+             "device": devices.c.name, "site": cost_rollups_daily.c.site, "runtime": cost_rollups_daily.c.runtime},
+    records=lambda: sa.func.sum(cost_rollups_daily.c.records),
+    device_id=cost_rollups_daily.c.device_id,
+    model=cost_rollups_daily.c.model,
+    kind=cost_rollups_daily.c.kind,
+    sum_parts=lambda name: (
+        sa.func.sum(cost_rollups_daily.c[f"{name}_hi"]), sa.func.sum(cost_rollups_daily.c[f"{name}_lo"])
+    ),
+)
 
 
 def group_columns(group_by: Sequence[str], source: _Source = _RECORDS) -> list[sa.ColumnElement[str]]:
@@ -222,6 +243,8 @@ def group_columns(group_by: Sequence[str], source: _Source = _RECORDS) -> list[s
             raise ValueError(f"group key {key!r} is given more than once")
         if key.startswith(_TAG_PREFIX):
             columns.append(_tag_column(key, source.table))
+        elif key.startswith(workload_classes.KEY_PREFIX):
+            columns.append(workload_classes.class_column(key, source.table))
         elif key in source.columns:
             columns.append(source.columns[key])
         else:
@@ -244,30 +267,47 @@ def _tag_column(key: str, table: sa.Table) -> sa.ColumnElement[str]:
 def cost_select(
     query: CostQuery, *, from_records: bool = False, detail: bool = False
 ) -> sa.Select | sa.CompoundSelect:
-    """The SELECT whose rows build_report adds up: the whole hours of the range from the
-    roll-ups, UNION ALL any partial hour at either end from the records (from_records: all of
-    it from the records). One statement, so one snapshot on PostgreSQL too. Each row has the
+    """The SELECT whose rows build_report adds up: the whole days of the range from the daily
+    roll-ups (but in hourly reports), the other whole hours from the hourly ones, UNION ALL any
+    partial hour at either end from the records (from_records: all of it from the records). One statement, so one snapshot on PostgreSQL too. Each row has the
     slice (`bucket`: a UTC day, an hour in hourly reports), k0..kN, the number of records and
     the two parts of each sum; `detail` adds the device_id, model and kind that period costs
     are shared by. Rows of one group may come from each part."""
     if from_records:
         parts = [(_RECORDS, query.since_unix_ns, query.until_unix_ns)]
     else:
-        parts = _split_on_hours(query.since_unix_ns, query.until_unix_ns)
+        parts = _split_range(query.since_unix_ns, query.until_unix_ns, query.granularity)
     selects = [_select(query, source, since, until, detail) for source, since, until in parts]
     return selects[0] if len(selects) == 1 else sa.union_all(*selects)
 
 
-def _split_on_hours(since: int | None, until: int | None) -> list[tuple[_Source, int | None, int | None]]:
+def _split_range(
+    since: int | None, until: int | None, granularity: str | None
+) -> list[tuple[_Source, int | None, int | None]]:
     first_hour = None if since is None else -(-since // HOUR_NS) * HOUR_NS
     last_hour = None if until is None else until // HOUR_NS * HOUR_NS
     if first_hour is not None and last_hour is not None and first_hour >= last_hour:
         return [(_RECORDS, since, until)]  # no whole hour inside
-    parts = [(_ROLLUPS, first_hour, last_hour)]
+    parts = [(_ROLLUPS, first_hour, last_hour)] if granularity == "hour" else _split_on_days(first_hour, last_hour)
     if since != first_hour:
         parts.append((_RECORDS, since, first_hour))
     if until != last_hour:
         parts.append((_RECORDS, last_hour, until))
+    return parts
+
+
+def _split_on_days(first_hour: int | None, last_hour: int | None) -> list[tuple[_Source, int | None, int | None]]:
+    """Whole hours [first_hour, last_hour): the whole days from the daily roll-ups, the hours
+    before and after them from the hourly ones."""
+    first_day = None if first_hour is None else -(-first_hour // DAY_NS) * DAY_NS
+    last_day = None if last_hour is None else last_hour // DAY_NS * DAY_NS
+    if first_day is not None and last_day is not None and first_day >= last_day:
+        return [(_ROLLUPS, first_hour, last_hour)]  # no whole day inside
+    parts = [(_DAILY, first_day, last_day)]
+    if first_hour != first_day:
+        parts.append((_ROLLUPS, first_hour, first_day))
+    if last_hour != last_day:
+        parts.append((_ROLLUPS, last_day, last_hour))
     return parts
 
 
@@ -312,19 +352,18 @@ def build_report(
     period_of = _period_function(query.granularity)
     sums: dict[tuple, list[int]] = {}
     usage = []
+    at = None
     for row in rows:
-        values = row._mapping
-        if not values["records"]:
+        if at is None:  # the columns' places, by name (cost_select's labels), once
+            at = _Places(row._fields, len(query.group_by))
+        if not row[at.records]:
             continue
-        bucket = int(values["bucket"])
-        cell = (period_of(bucket), tuple(values[f"k{i}"] for i in range(len(query.group_by))))
-        totals = [int(values["records"])] + [
-            int(values[f"{name}_hi"]) * _SPLIT + int(values[f"{name}_lo"]) for name in _SUMMED
-        ] + [0, 0, 0]
+        bucket = int(row[at.bucket])
+        cell = (period_of(bucket), tuple(row[i] for i in at.keys))
+        totals = [int(row[at.records])] + [int(row[high]) * _SPLIT + int(row[low]) for high, low in at.sums] + [0, 0, 0]
         if context is not None:
-            idle = int(values["kind"]) == _IDLE_KIND
-            usage.append(Usage(cell, bucket, values["device_id"], values["model"], idle, totals[_COST],
-                               totals[_COMPUTE]))
+            idle = int(row[at.kind]) == _IDLE_KIND
+            usage.append(Usage(cell, bucket, row[at.device_id], row[at.model], idle, totals[_COST], totals[_COMPUTE]))
             if idle:
                 continue  # the energy no inference used: its cost is idle cost, shared as such
         found = sums.get(cell)
@@ -352,6 +391,17 @@ def build_report(
         idle_cost=picos_to_decimal(whole[_IDLE]),
         fixed_cost=picos_to_decimal(whole[_FIXED]),
     )
+
+
+class _Places:
+    """Where build_report finds each value in a row of cost_select."""
+
+    def __init__(self, fields: Sequence[str], keys: int) -> None:
+        place = {name: i for i, name in enumerate(fields)}
+        self.bucket, self.records = place["bucket"], place["records"]
+        self.device_id, self.model, self.kind = (place.get(name) for name in ("device_id", "model", "kind"))
+        self.keys = [place[f"k{i}"] for i in range(keys)]
+        self.sums = [(place[f"{name}_hi"], place[f"{name}_lo"]) for name in _SUMMED]
 
 
 def _total(totals: Sequence[int]) -> int:

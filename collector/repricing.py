@@ -8,7 +8,7 @@ current cpu_cores), so a re-priced record costs exactly what it would if ingeste
 Pages of records, in (start, device, stream, seq) order, each in one transaction: the page's
 records are locked (FOR UPDATE on PostgreSQL; SQLite's write transactions take turns), the
 changed ones updated, and the difference between their new and old sums added to their roll-up
-rows (collector.rollups). Adding a difference commutes with ingest adding new records to the
+rows, hours and days (collector.rollups). Adding a difference commutes with ingest adding new records to the
 same roll-up rows, so neither is lost or counted twice, whatever replica ingests meanwhile;
 a record ingested meanwhile was priced with the same books. A second re-price of a record locked
 by a first one waits, then sees its new costs and changes nothing: re-pricing is idempotent.
@@ -17,18 +17,24 @@ by a first one waits, then sees its new costs and changes nothing: re-pricing is
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from agent.record import EnergyShare, UsageRecord
+from collector import model_usage
 from collector.books import PriceBooks
-from collector.bulk import add_rows
 from collector.database import transaction
-from collector.rollups import ROLLUP_COLUMNS, ROLLUP_KEY, SPLIT_SUMS, rollup_rows
+from collector.rollups import (
+    ROLLUP_COLUMNS,
+    ROLLUP_KEY,
+    SPLIT_SUMS,
+    add_rollups,
+    rollup_rows,
+)
 from collector.rows import RECORD_COLUMNS, priced_rows
-from collector.schema import ROLLUP_SPLIT, ROLLUP_SUMS, cost_rollups, devices, records
+from collector.schema import ROLLUP_SPLIT, devices, records
 
 PAGE_RECORDS = 10_000
 # What pricing writes, in RECORD_COLUMNS order.
@@ -74,10 +80,15 @@ def reprice(
     until_unix_ns: int | None = None,
     device_id: str | None = None,
     page_records: int = PAGE_RECORDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RepriceResult:
     """Re-price the records whose start is in [since, until) (None: open), of one device if
-    device_id is given, in pages of page_records, one transaction each. The range is taken as
-    given: Store.reprice checks it."""
+    device_id is given, in pages of page_records, one transaction each; progress(records,
+    total) is called after each page with the page's count and the records in the range when
+    it began. The range is taken as given: Store.reprice checks it."""
+    whole = None if progress is None else count(
+        engine, since_unix_ns=since_unix_ns, until_unix_ns=until_unix_ns, device_id=device_id
+    )
     totals = [0, 0, 0, 0]  # records, changed, old cost, new cost
     after = None
     while True:
@@ -87,9 +98,31 @@ def reprice(
                 counts = _reprice_page(connection, books, page)
                 totals = [a + b for a, b in zip(totals, counts)]
             currency = books.currency(connection)
+        if progress is not None and page:
+            progress(len(page), whole)
         if len(page) < page_records:
             return RepriceResult(*totals, currency=currency)
         after = tuple(page[-1][_AT[column.name]] for column in _ORDER)
+
+
+def count(engine: sa.Engine, *, since_unix_ns: int | None, until_unix_ns: int | None, device_id: str | None) -> int:
+    """The records reprice() would go through now (its progress's total)."""
+    select = sa.select(sa.func.count()).select_from(records)
+    for condition in _conditions(since_unix_ns, until_unix_ns, device_id):
+        select = select.where(condition)
+    with transaction(engine) as connection:
+        return connection.execute(select).scalar_one()
+
+
+def _conditions(since: int | None, until: int | None, device_id: str | None) -> list:
+    conditions = []
+    if since is not None:
+        conditions.append(records.c.start_unix_ns >= since)
+    if until is not None:
+        conditions.append(records.c.start_unix_ns < until)
+    if device_id is not None:
+        conditions.append(records.c.device_id == device_id)
+    return conditions
 
 
 def _page_select(
@@ -101,12 +134,8 @@ def _page_select(
         for name in RECORD_COLUMNS
     ]
     select = sa.select(*columns, devices.c.cpu_cores).join(devices, devices.c.device_id == records.c.device_id)
-    if since is not None:
-        select = select.where(records.c.start_unix_ns >= since)
-    if until is not None:
-        select = select.where(records.c.start_unix_ns < until)
-    if device_id is not None:
-        select = select.where(records.c.device_id == device_id)
+    for condition in _conditions(since, until, device_id):
+        select = select.where(condition)
     if after is not None:
         select = select.where(sa.tuple_(*_ORDER) > sa.tuple_(*after))
     return select.order_by(*_ORDER).limit(page_records).with_for_update(of=records)
@@ -133,10 +162,8 @@ def _reprice_page(connection: sa.Connection, books: PriceBooks, page: Sequence[s
                 new_rows.append(_with_pricing(row, new))
     if new_rows:
         connection.execute(_UPDATE, [_update_parameters(row) for row in new_rows])
-        add_rows(
-            connection, cost_rollups, ROLLUP_COLUMNS, ROLLUP_KEY, _rollup_differences(old_rows, new_rows),
-            counters=("records",), split_counters=ROLLUP_SUMS, split=ROLLUP_SPLIT,
-        )
+        add_rollups(connection, _rollup_differences(old_rows, new_rows))
+        model_usage.add_cost_differences(connection, old_rows, new_rows)
     old_cost = sum(row[_COST_AT] for row in old_rows)
     new_cost = sum(row[_COST_AT] for row in new_rows)
     unchanged_cost = sum(row.cost_pico for row in page) - old_cost

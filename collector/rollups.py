@@ -1,10 +1,12 @@
-"""Hourly cost roll-ups (the cost_rollups table): the records' sums per UTC hour, device and
-group (model, version, runtime, site, kind and tag set).
+"""Cost roll-ups: the records' sums per UTC hour (cost_rollups) and per UTC day
+(cost_rollups_daily), device and group (model, version, runtime, site, kind and tag set).
 
 Ingest adds the rows it actually inserted, in the same transaction as the inserts, so a replayed
-batch adds nothing and two replicas storing the same batch add it once; reports then read an
-hour of a device's work as a row per group. Sums are exact integers: each is stored as a high
-and a low part (collector.schema.ROLLUP_SPLIT), since a few records' BIGINTs may pass int64.
+batch adds nothing and two replicas storing the same batch add it once; reports then read a day
+or an hour of a device's work as a row per group. Every change to the hours goes to the days in
+the same call (add_rollups), so a day always equals the sum of its hours. Sums are exact
+integers: each is stored as a high and a low part (collector.schema.ROLLUP_SPLIT), since a few
+records' BIGINTs may pass int64.
 """
 
 from __future__ import annotations
@@ -17,14 +19,25 @@ import sqlalchemy as sa
 
 from collector.bulk import add_rows
 from collector.rows import RECORD_COLUMNS
-from collector.schema import ROLLUP_SPLIT, ROLLUP_SUMS, cost_rollups, records
+from collector.schema import (
+    ROLLUP_SPLIT,
+    ROLLUP_SUMS,
+    cost_rollups,
+    cost_rollups_daily,
+    records,
+)
 
 HOUR_NS = 3_600 * 10**9
+DAY_NS = 24 * HOUR_NS
 ROLLUP_KEY = ("hour_unix_ns", "device_id", "group_sha256")
+DAILY_KEY = ("day_unix_ns", "device_id", "group_sha256")
 _GROUP_COLUMNS = ("model", "model_version", "runtime", "site", "kind", "tags")
 SPLIT_SUMS = tuple(f"{name}_{part}" for name in ROLLUP_SUMS for part in ("hi", "lo"))
 # The order of the values in a row from rollup_rows.
 ROLLUP_COLUMNS = (*ROLLUP_KEY, *_GROUP_COLUMNS, "records", *SPLIT_SUMS)
+# A daily row has its values in the same places.
+DAILY_COLUMNS = (*DAILY_KEY, *_GROUP_COLUMNS, "records", *SPLIT_SUMS)
+_RECORDS_AT = ROLLUP_COLUMNS.index("records")
 
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _AT = {name: RECORD_COLUMNS.index(name) for name in RECORD_COLUMNS}
@@ -94,13 +107,45 @@ def _keyed_rows(groups: Iterable[tuple[tuple, int, Sequence[int]]]) -> list[tupl
     ]
 
 
+def daily_rows(hourly: Iterable[tuple]) -> list[tuple]:
+    """The daily rows (DAILY_COLUMNS order, sorted by key) that add what the hourly roll-up rows
+    `hourly` (ROLLUP_COLUMNS order; differences may be negative) add to the hours."""
+    merged: dict[tuple, list] = {}
+    for row in hourly:
+        key = (row[0] - row[0] % DAY_NS, row[1], row[2])
+        sums = [row[at] * ROLLUP_SPLIT + row[at + 1] for at in range(_RECORDS_AT + 1, len(row), 2)]
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = [row[3:_RECORDS_AT], row[_RECORDS_AT], sums]
+        else:
+            entry[1] += row[_RECORDS_AT]
+            entry[2] = [a + b for a, b in zip(entry[2], sums)]
+    return [
+        (*key, *group, count, *(part for total in sums for part in divmod(total, ROLLUP_SPLIT)))
+        for key, (group, count, sums) in sorted(merged.items())
+    ]
+
+
+def add_rollups(connection: sa.Connection, hourly: Sequence[tuple]) -> None:
+    """Add roll-up rows (ROLLUP_COLUMNS order, sorted by key) to the hours and their days, in
+    the caller's transaction; hours first, then days, in key order: concurrent writers lock
+    rows in one order."""
+    if not hourly:
+        return
+    add_rows(
+        connection, cost_rollups, ROLLUP_COLUMNS, ROLLUP_KEY, hourly,
+        counters=("records",), split_counters=ROLLUP_SUMS, split=ROLLUP_SPLIT,
+    )
+    add_rows(
+        connection, cost_rollups_daily, DAILY_COLUMNS, DAILY_KEY, daily_rows(hourly),
+        counters=("records",), split_counters=ROLLUP_SUMS, split=ROLLUP_SPLIT,
+    )
+
+
 def add_to_rollups(connection: sa.Connection, rows: Sequence[tuple]) -> None:
     """Add the newly inserted priced rows to the roll-ups, in the caller's transaction."""
     if rows:
-        add_rows(
-            connection, cost_rollups, ROLLUP_COLUMNS, ROLLUP_KEY, rollup_rows(rows),
-            counters=("records",), split_counters=ROLLUP_SUMS, split=ROLLUP_SPLIT,
-        )
+        add_rollups(connection, rollup_rows(rows))
 
 
 def rebuild_rollups(connection: sa.Connection, *, page_groups: int = 10_000) -> int:
@@ -108,6 +153,7 @@ def rebuild_rollups(connection: sa.Connection, *, page_groups: int = 10_000) -> 
     another way, e.g. a bulk load); returns the roll-up rows written. The sums are made by the
     database, in parts that cannot pass int64, and only the groups travel."""
     connection.execute(sa.delete(cost_rollups))
+    connection.execute(sa.delete(cost_rollups_daily))
     hour = records.c.start_unix_ns - records.c.start_unix_ns % HOUR_NS
     # As stored: PostgreSQL's json type has no equality, and SQLAlchemy would decode the JSON.
     tags = sa.cast(records.c.tags, sa.Text)
@@ -126,8 +172,5 @@ def rebuild_rollups(connection: sa.Connection, *, page_groups: int = 10_000) -> 
         ]))
     written = _keyed_rows(groups)
     for first in range(0, len(written), page_groups):
-        add_rows(
-            connection, cost_rollups, ROLLUP_COLUMNS, ROLLUP_KEY, written[first:first + page_groups],
-            counters=("records",), split_counters=ROLLUP_SUMS, split=ROLLUP_SPLIT,
-        )
+        add_rollups(connection, written[first:first + page_groups])
     return len(written)

@@ -25,6 +25,7 @@ RECORD_COLUMNS = (
     "peak_rss_bytes", "peak_gpu_memory_bytes", "model_resident_bytes",
     "received_unix_ns", "profile", "site", "price_book_id", "price_cpu_cores",
     "compute_cost_pico", "energy_cost_pico", "token_cost_pico", "request_cost_pico", "cost_pico", "list_cost_pico", "pricing_note",
+    "server",
 )
 # One encoder for all rows: json.dumps with options builds a new encoder per call.
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -108,6 +109,7 @@ def priced_rows(
             field = _costliest_field(record, rate, energy_uj, energy_pico, token_pico, request_pico)
             raise InvalidRecord(field, "prices beyond what one record can cost (2^63 picos)", seq=record.seq)
         memory = record.memory
+        server = record.server
         append((
             device_id, stream_id, record.seq, int(record.kind), record.model, record.model_version,
             record.runtime, record.execution_provider, record.batch_size, record.input_bytes,
@@ -120,6 +122,12 @@ def priced_rows(
             memory.model_resident_bytes if memory else None,
             received_unix_ns, profile, site, rate.price_book_id, rate.cpu_cores,
             compute_pico, energy_pico, token_pico, request_pico, cost_pico, cost_pico, rate.note,
+            None if server is None else _json({
+                "queue_ns": server.queue_ns, "compute_input_ns": server.compute_input_ns,
+                "compute_infer_ns": server.compute_infer_ns, "compute_output_ns": server.compute_output_ns,
+                "gpu_memory_bytes": server.gpu_memory_bytes, "source": server.source, "method": server.method,
+                "interval_ns": server.interval_ns,
+            }),
         ))
     return rows
 

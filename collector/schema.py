@@ -142,6 +142,9 @@ records = sa.Table(
     sa.Column("list_cost_pico", sa.BigInteger, nullable=False),
     # "" when the device's own book entries priced it; otherwise which defaults stood in.
     sa.Column("pricing_note", sa.Text, nullable=False),
+    # The record's share of its inference server's queue and compute times, with provenance
+    # (agent.record.ServerSide as an object); NULL when not joined. Since migration 0011.
+    sa.Column("server", sa.JSON(none_as_null=True), nullable=True),
 )
 
 # Hourly sums of the records, so that a report reads one row per hour and group instead of
@@ -153,31 +156,41 @@ ROLLUP_SUMS = (
     "count", "cost_pico", "compute_cost_pico", "energy_cost_pico", "energy_uj", "duration_ns", "cpu_time_ns",
     "token_cost_pico", "request_cost_pico",  # since migration 0004
 )
-cost_rollups = sa.Table(
-    "cost_rollups",
-    metadata,
-    # The start of the UTC hour that the records started in.
-    sa.Column("hour_unix_ns", sa.BigInteger, primary_key=True),
-    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
-    # SHA-256 of the group below: its texts (up to 256 characters each, and 64 tags) would not
-    # fit in an index entry.
-    sa.Column("group_sha256", sa.String(64), primary_key=True),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=False),
-    sa.Column("runtime", sa.Text, nullable=False),
-    sa.Column("site", sa.String(64), nullable=False),
-    sa.Column("kind", sa.SmallInteger, nullable=False),
-    # The tag set, keys sorted.
-    sa.Column("tags", sa.JSON, nullable=False),
-    sa.Column("records", sa.BigInteger, nullable=False),
-    # Each sum of a records column (ROLLUP_SUMS) as NAME_hi * ROLLUP_SPLIT + NAME_lo, with
-    # 0 <= NAME_lo < ROLLUP_SPLIT: a few records' BIGINTs may add up past int64, where SQLite
-    # would turn the sum into an inexact REAL.
-    *(
-        sa.Column(f"{name}_{part}", sa.BigInteger, nullable=False)
-        for name in ROLLUP_SUMS for part in ("hi", "lo")
-    ),
-)
+
+
+def _rollup_table(name: str, time_column: str) -> sa.Table:
+    """A roll-up table; `time_column` holds the start of the UTC hour or day the records
+    started in."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(time_column, sa.BigInteger, primary_key=True),
+        sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+        # SHA-256 of the group below: its texts (up to 256 characters each, and 64 tags) would
+        # not fit in an index entry.
+        sa.Column("group_sha256", sa.String(64), primary_key=True),
+        sa.Column("model", sa.Text, nullable=False),
+        sa.Column("model_version", sa.Text, nullable=False),
+        sa.Column("runtime", sa.Text, nullable=False),
+        sa.Column("site", sa.String(64), nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        # The tag set, keys sorted.
+        sa.Column("tags", sa.JSON, nullable=False),
+        sa.Column("records", sa.BigInteger, nullable=False),
+        # Each sum of a records column (ROLLUP_SUMS) as NAME_hi * ROLLUP_SPLIT + NAME_lo, with
+        # 0 <= NAME_lo < ROLLUP_SPLIT: a few records' BIGINTs may add up past int64, where
+        # SQLite would turn the sum into an inexact REAL.
+        *(
+            sa.Column(f"{name}_{part}", sa.BigInteger, nullable=False)
+            for name in ROLLUP_SUMS for part in ("hi", "lo")
+        ),
+    )
+
+
+cost_rollups = _rollup_table("cost_rollups", "hour_unix_ns")
+# The same sums per UTC day, kept beside the hours (collector.rollups): reports read a whole
+# day of the range as one row per device and group, not 24. Since migration 0012.
+cost_rollups_daily = _rollup_table("cost_rollups_daily", "day_unix_ns")
 
 # The raw-record retention policy (collector.retention): one row, id 1, inserted by migration
 # 0005. Raw records that started before raw_before_unix_ns (a whole UTC hour; 0: none) have
@@ -273,4 +286,120 @@ webhook_deliveries = sa.Table(
     sa.Column("claimed_until_unix_ns", sa.BigInteger, nullable=False),
     sa.Column("delivered_unix_ns", sa.BigInteger, nullable=True),
     sa.Column("last_error", sa.Text, nullable=False),
+)
+
+# The tag policy (collector.tag_policy): each change adds a version; the newest applies to
+# every report made after it. Since migration 0008.
+tag_policies = sa.Table(
+    "tag_policies",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# Tags an operator gives a device: its agent adds them to every record it ships that does not
+# carry those keys itself (collector.device_tags). Since migration 0008.
+device_default_tags = sa.Table(
+    "device_default_tags",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("updated_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# Workload classes an operator sets per model (collector.workload_classes): NULL leaves that
+# dimension to the records' own tag. Since migration 0009.
+workload_classes = sa.Table(
+    "workload_classes",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("criticality", sa.String(16), nullable=True),
+    sa.Column("latency", sa.String(16), nullable=True),
+    sa.Column("scaling", sa.String(16), nullable=True),
+    sa.Column("updated_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# Business KPIs (collector.kpis): the work of a model or a tag counted in a business unit,
+# optionally worth value_per_unit_pico each. Since migration 0009.
+kpis = sa.Table(
+    "kpis",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("unit", sa.Text, nullable=False),
+    # collector.kpis.MEASURES: what one unit is.
+    sa.Column("measure", sa.String(16), nullable=False),
+    # Exactly one of: the model, or the tag KEY=VALUE.
+    sa.Column("model", sa.Text, nullable=True),
+    sa.Column("tag_key", sa.Text, nullable=True),
+    sa.Column("tag_value", sa.Text, nullable=True),
+    sa.Column("value_per_unit_pico", sa.BigInteger, nullable=True),
+    sa.Column("created_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# Hourly sums of the records per model variant (model, version, runtime, execution provider)
+# and tag set (collector.model_usage): what the model registry, right-sizing and KPI units
+# read. Kept by ingest (and re-pricing) like cost_rollups, so they outlive raw-record retention.
+# Since migration 0009.
+MODEL_USAGE_SUMS = ("count", "cost_pico", "energy_uj", "duration_ns", "batch_size", "input_tokens", "output_tokens")
+model_usage = sa.Table(
+    "model_usage",
+    metadata,
+    sa.Column("hour_unix_ns", sa.BigInteger, primary_key=True),
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("group_sha256", sa.String(64), primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("runtime", sa.Text, nullable=False),
+    sa.Column("execution_provider", sa.Text, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    *(sa.Column(f"{name}_{part}", sa.BigInteger, nullable=False) for name in MODEL_USAGE_SUMS for part in ("hi", "lo")),
+)
+
+# Where each model variant runs: one row per variant and device, with the first and last record
+# start seen (collector.model_usage). Since migration 0009.
+model_deployments = sa.Table(
+    "model_deployments",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("variant_sha256", sa.String(64), primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("runtime", sa.Text, nullable=False),
+    sa.Column("execution_provider", sa.Text, nullable=False),
+    sa.Column("first_start_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_start_unix_ns", sa.BigInteger, nullable=False),
+)
+
+# Shadow AI (collector.shadow): each device's latest discovery scan, and the processes in it
+# that run an inference runtime but meter nothing. A report replaces the device's list; a
+# process (pid and start) keeps the time it was first reported. Since migration 0010.
+shadow_scans = sa.Table(
+    "shadow_scans",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("scanned_unix_ns", sa.BigInteger, nullable=False),  # the device's clock
+    sa.Column("received_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("interval_ms", sa.BigInteger, nullable=False),
+    sa.Column("runtime_processes", sa.Integer, nullable=False),
+    sa.Column("unreadable_processes", sa.Integer, nullable=False),
+)
+shadow_processes = sa.Table(
+    "shadow_processes",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey(devices.c.device_id), primary_key=True),
+    sa.Column("pid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("start_unix_ns", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("cmdline", sa.Text, nullable=False),
+    sa.Column("uid", sa.BigInteger, nullable=False),
+    sa.Column("user_name", sa.Text, nullable=False),
+    sa.Column("runtimes", sa.JSON, nullable=False),
+    sa.Column("rss_bytes", sa.BigInteger, nullable=False),
+    sa.Column("cpu_time_ns", sa.BigInteger, nullable=False),
+    sa.Column("cpu_ns_per_s", sa.BigInteger, nullable=False),
+    sa.Column("gpu_memory_bytes", sa.BigInteger, nullable=False),
+    sa.Column("last_record_unix_ns", sa.BigInteger, nullable=False),
+    sa.Column("first_seen_unix_ns", sa.BigInteger, nullable=False),
 )

@@ -5,8 +5,9 @@ task (collector.budget_alerts) all work on.
 Spend is what a budget counts: the list cost of the records (picos), or their energy (µJ) for
 energy budgets, by the records' start; period costs (idle capacity, fixed costs, discounts)
 are report-level and not part of it. The sums come from Store.costs with granularity="day",
-grouped by the scope's own key (device, model, site or tag:KEY) so that a scope is the groups
-whose key is its value, and by model and device, which name the drivers of an anomaly.
+grouped by the scope's own key (device, model, site, tag:KEY or class:DIMENSION) so that a
+scope is the groups whose key is its value, and by model and device, which name the drivers of
+an anomaly.
 """
 
 from __future__ import annotations
@@ -88,13 +89,13 @@ def daily_series(store: Store, scope: Scope, *, since: date, until: date, unit: 
 def _group_key(scope: Scope) -> str | None:
     if scope.kind == "global":
         return None
-    if scope.kind == "tag":
-        return "tag:" + scope.value.partition("=")[0]
+    if scope.kind in ("tag", "class"):
+        return f"{scope.kind}:" + scope.value.partition("=")[0]
     return scope.kind
 
 
 def _matcher(scope: Scope) -> Callable[[str], bool]:
-    wanted = scope.value.partition("=")[2] if scope.kind == "tag" else scope.value
+    wanted = scope.value.partition("=")[2] if scope.kind in ("tag", "class") else scope.value
     return lambda value: scope.kind == "global" or value == wanted
 
 

@@ -24,6 +24,7 @@ from collector import (
     budget_ledger,
     budget_store,
     credentials,
+    model_usage,
     repricing,
     retention,
     tokens,
@@ -180,6 +181,10 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def now_unix_ns(self) -> int:
+        """The store's clock: what reports made "now" measure from."""
+        return self._clock()
 
     def __enter__(self) -> Store:
         return self
@@ -375,6 +380,7 @@ class Store:
                 inserted = len(inserted_seqs)
                 new_rows = rows if inserted == len(rows) else _rows_of(rows, inserted_seqs)
                 add_to_rollups(connection, new_rows)
+                model_usage.add_usage(connection, new_rows)
                 live = self._budgets.live(connection, for_ingest=True) if new_rows else []
                 if live:
                     budget_ledger.add_spend(
@@ -484,7 +490,8 @@ class Store:
         period_costs: bool = True,
     ) -> CostReport:
         """Stored costs by group, over records whose start is in [since, until) (None: open).
-        Group keys: model, version, device, site, runtime, tag:KEY. granularity ("hour", "day",
+        Group keys: model, version, device, site, runtime, tag:KEY, class:DIMENSION
+        (collector.workload_classes). granularity ("hour", "day",
         "month"): a group per UTC period too. top N: the N groups that cost most over the range,
         and the rest summed per period into a group with other=True. ValueError for an unknown
         key or granularity, a top N that is not a positive integer, or since after until.
@@ -579,13 +586,16 @@ class Store:
     # Re-pricing and retention
 
     def reprice(
-        self, *, since_unix_ns: int | None = None, until_unix_ns: int | None = None, device: str | None = None
+        self, *, since_unix_ns: int | None = None, until_unix_ns: int | None = None, device: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> RepriceResult:
         """Re-price the stored records whose start is in [since, until) (None: open; an open
         start is the retention cutoff) with the price books in force now, and their hourly
         roll-ups with them (collector.repricing); idempotent. `device` (a name or id) limits it
-        to one device. ValueError for a bad range or one that reaches before the retention
-        cutoff, LookupError for an unknown device; nothing is changed then."""
+        to one device. progress(records, total) is called after each page of records with the
+        page's count and the records in the range when it began. ValueError for a bad range or
+        one that reaches before the retention cutoff, LookupError for an unknown device;
+        nothing is changed then."""
         device_id = None
         if device is not None:
             found = self.device(device)
@@ -595,7 +605,8 @@ class Store:
         with transaction(self.engine) as connection:
             since_unix_ns = retention.reprice_since(retention.raw_cutoff(connection), since_unix_ns, until_unix_ns)
         return repricing.reprice(
-            self.engine, self._books, since_unix_ns=since_unix_ns, until_unix_ns=until_unix_ns, device_id=device_id
+            self.engine, self._books, since_unix_ns=since_unix_ns, until_unix_ns=until_unix_ns, device_id=device_id,
+            progress=progress,
         )
 
     def prune_records(self, *, before_unix_ns: int) -> PruneResult:

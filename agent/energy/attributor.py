@@ -11,6 +11,11 @@ counted as late. Records that have waited `max_wait_ns` (no samples came: the sa
 failing) are let go with the energy they have, so that shipping never stalls on attribution.
 Records of an earlier boot are finished with that boot's samples. Idle energy is gathered into
 one idle record per `idle_record_ns` (a minute), not one per run.
+
+A run goes through the intervals in steps of at most `max_intervals` (a second of samples at the
+default 10 Hz), each step read, split and written back before the next: after a long round of
+shipping a backlog, the records that waited meanwhile are held in memory a step at a time,
+not all at once.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from agent.energy.attribution import IdlePower, SensorInfo, attribute, record_me
 from agent.energy.ledger import Waiting
 
 logger = logging.getLogger(__name__)
+
+# Sampling intervals attributed in one step of a run (see the module docstring).
+MAX_INTERVALS = 10
 
 
 @dataclass(slots=True)
@@ -53,8 +61,10 @@ class Attributor:
         max_wait_ns: int = 60_000_000_000,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
+        max_intervals: int = MAX_INTERVALS,
     ) -> None:
         self._buffer = buffer
+        self._max_intervals = max_intervals
         self._sensors = dict(sensors)
         self._boot = boot
         self._cpu_count = cpu_count
@@ -111,10 +121,23 @@ class Attributor:
         self, boot: int, until_ns: int, sensors: Mapping[str, SensorInfo], unix_offset_ns: int,
         report: AttributionReport,
     ) -> None:
+        """Attribute the boot's intervals up to until_ns, max_intervals at a time."""
+        given: set[int] = set()  # the records given energy, once each whatever the steps
+        while True:
+            spans = ledger.intervals(self._buffer, boot, until_ns=until_ns)
+            if not spans:
+                break
+            step = _first_step(spans, self._max_intervals)
+            self._attribute_step(boot, step, sensors, unix_offset_ns, report, given)
+            if len(step) == len(spans):
+                break
+        report.records += len(given)
+
+    def _attribute_step(
+        self, boot: int, spans: list, sensors: Mapping[str, SensorInfo], unix_offset_ns: int,
+        report: AttributionReport, given: set[int],
+    ) -> None:
         after_ns = ledger.done_until(self._buffer, boot)
-        spans = ledger.intervals(self._buffer, boot, until_ns=until_ns)
-        if not spans:
-            return
         # The latest pass used: spans are in order of their starts, and one across a sensor's
         # gap may end after the last of them.
         done_ns = max(span.t1_ns for span in spans)
@@ -137,8 +160,21 @@ class Attributor:
             idle_span_ns=(spans[0].t0_ns if after_ns is None else after_ns, done_ns),
             unix_offset_ns=unix_offset_ns, device_tags=self._device_tags, idle_record_ns=self._idle_record_ns,
         )
-        report.records += sum(1 for w in waiting if split.records.get(w.activity.seq))
+        given.update(w.activity.seq for w in waiting if split.records.get(w.activity.seq))
         report.finished += len(finishing)
+
+
+def _first_step(spans: list, max_intervals: int) -> list:
+    """The first max_intervals spans (in order of their starts), and every later one that
+    starts before one of them ends (a span across a sensor's gap can end after many others
+    begin): the step's done mark is the latest end, and the samples before it are let go
+    once the step is saved, so every span that starts before it must be in the step."""
+    count = min(max_intervals, len(spans))
+    done_ns = max(span.t1_ns for span in spans[:count])
+    while count < len(spans) and spans[count].t0_ns < done_ns:
+        done_ns = max(done_ns, spans[count].t1_ns)
+        count += 1
+    return spans[:count]
 
 
 def _alive(pid: int) -> bool:

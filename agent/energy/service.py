@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 
 from agent.boot import boot_key
 from agent.buffer import Buffer
@@ -17,8 +18,13 @@ logger = logging.getLogger(__name__)
 
 
 class EnergyService:
-    def __init__(self, sampler: Sampler, attributor: Attributor, sampler_buffer: Buffer) -> None:
+    def __init__(
+        self, sampler: Sampler, attributor: Attributor, sampler_buffer: Buffer, *,
+        gpu_memory: Callable[[], Mapping[int, int]] | None = None,
+    ) -> None:
+        """gpu_memory: each process's GPU memory by pid (NVML), where the probe found GPUs."""
         self.sampler = sampler
+        self.gpu_memory = gpu_memory
         self.attributor = attributor
         self._sampler_buffer = sampler_buffer
         self._stop = threading.Event()
@@ -39,7 +45,7 @@ class EnergyService:
             sample_period_ns=round(config.sample_period_s * 1e9), device_tags=config.tags,
             slack_ns=round(config.attribution_slack_s * 1e9), idle_record_ns=round(config.idle_record_s * 1e9),
         )
-        return cls(sampler, attributor, sampler_buffer)
+        return cls(sampler, attributor, sampler_buffer, gpu_memory=setup.gpu_memory)
 
     def start(self) -> None:
         """Take the first pass now (records from here on have a reading before them), then

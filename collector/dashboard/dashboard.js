@@ -1,6 +1,7 @@
 // The collector's dashboard: read-only views over the /api/v1 reports. Every figure comes from
 // the API as it answers; money strings are shown as given (trailing zeros trimmed), never
-// re-added. The only derived figures are the per-inference ratios, labelled as such.
+// re-added. The only derived figures are the per-inference ratios, labelled as such, and
+// changes of unit (µJ to mJ, ns to ms, bytes to MiB).
 "use strict";
 
 const TOKEN_KEY = "infermeter.token";
@@ -239,6 +240,112 @@ async function loadDevices() {
   ]);
 }
 
+// FinOps insights: loaded after the main view, over the same since/until.
+
+function range() {
+  const chosen = filters();
+  return { since: chosen.since, until: chosen.until };
+}
+
+async function loadChargeback() {
+  const { body } = await api("/api/v1/chargeback", { ...range(), by: $("chargeback-by").value.trim() });
+  $("chargeback-total").textContent = `${body.currency} ${money(body.total_cost)} in ${body.lines.length} lines`;
+  $("chargeback-total").dataset.totalCost = body.total_cost;
+  fillTable("chargeback", body.lines, (line) => [
+    [body.by.map((key) => line.tags[key] ?? "").join(" / ")], [line.kind], [integer(line.inferences), true],
+    [money(line.usage_cost), true], [money(line.idle_cost), true], [money(line.fixed_cost), true],
+    [money(line.total_cost), true],
+  ]);
+}
+
+function policyMisses(tags) {
+  return Object.entries(tags).map(([key, found]) => {
+    const values = found.values.length ? ` (${found.values.join(", ")})` : "";
+    return `${key}: ${found.missing} missing, ${found.disallowed} not allowed${values}`;
+  }).join("; ");
+}
+
+async function loadUntagged() {
+  const { body } = await api("/api/v1/untagged", range());
+  $("untagged-total").textContent = body.policy.version
+    ? `${body.currency} ${money(body.untagged_cost)} of ${money(body.total_cost)}; ` +
+      `${integer(body.untagged_records)} of ${integer(body.records)} records (policy v${body.policy.version})`
+    : "no tag policy set: every record counts as tagged";
+  fillTable("untagged", body.groups, (group) => [
+    [group.device], [group.model], [integer(group.records), true], [money(group.total_cost), true], [policyMisses(group.tags)],
+  ]);
+}
+
+async function loadKpis() {
+  const { body } = await api("/api/v1/reports/kpis", range());
+  const orDash = (text) => (text == null ? "-" : money(text));
+  fillTable("kpis", body.kpis, (kpi) => [
+    [kpi.name], [kpi.unit], [integer(kpi.total.units), true], [money(kpi.total.cost), true],
+    [orDash(kpi.total.cost_per_unit), true], [orDash(kpi.total.value), true], [orDash(kpi.total.roi), true],
+  ]);
+}
+
+async function loadModels() {
+  const { body } = await api("/api/v1/models");
+  fillTable("models", body.models, (model) => {
+    const flags = [
+      model.sprawl ? `${model.active_versions.length} versions running` : "",
+      model.outdated_in_production.length ? `outdated in production: ${model.outdated_in_production.join(", ")}` : "",
+    ].filter(Boolean).join("; ");
+    return [
+      [model.model], [model.latest_version], [model.active_versions.join(", ")], [flags || "-"],
+      [integer(model.devices.length), true], [integer(model.inferences), true], [money(model.cost), true],
+    ];
+  });
+  const select = $("rightsize-model");
+  const chosen = select.value;
+  const comparable = body.models.filter((model) => model.variants.length > 1).map((model) => model.model);
+  select.replaceChildren(...comparable.map((name) => new Option(name, name)));
+  select.value = comparable.includes(chosen) ? chosen : (comparable[0] ?? "");
+  await loadRightSizing();
+}
+
+function milliseconds(ns) {
+  return ns == null ? "-" : (ns / 1e6).toFixed(2);
+}
+
+async function loadRightSizing() {
+  const model = $("rightsize-model").value;
+  if (!model) {
+    $("rightsize-note").textContent = "no model runs in more than one variant";
+    fillTable("rightsize", [], () => []);
+    return;
+  }
+  const { body } = await api("/api/v1/reports/right-sizing", { model, ...range() });
+  $("rightsize-note").textContent = `moving all of ${model}'s traffic to its cheapest variant would save ` +
+    `${body.currency} ${money(body.monthly_saving)} a month at the current volume`;
+  $("rightsize-note").dataset.saving = body.monthly_saving;
+  fillTable("rightsize", body.variants, (variant) => [
+    [variant.version || "(none)"], [variant.execution_provider], [variant.cheapest ? "cheapest" : ""],
+    [integer(variant.inferences), true], [money(variant.cost_per_inference), true],
+    [(Number(variant.energy_uj_per_inference) / 1000).toFixed(3), true],
+    [`${milliseconds(variant.p50_latency_ns)} / ${milliseconds(variant.p95_latency_ns)}`, true],
+    [money(variant.monthly_saving), true],
+  ]);
+}
+
+async function loadShadow() {
+  const { body } = await api("/api/v1/shadow-processes");
+  const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  $("shadow-total").textContent = `${count(body.processes.length, "process", "processes")} that meter nothing, on ` +
+    `${count(body.devices.length, "device", "devices")} reporting; about ${body.currency} ` +
+    `${money(body.estimated_cost_per_hour)} an hour`;
+  fillTable("shadow", body.processes, (process) => [
+    [process.device], [String(process.pid), true], [process.user], [process.command], [process.runtimes.join(", ")],
+    [(process.rss_bytes / 2 ** 20).toFixed(1), true], [process.cpu_cores_busy, true],
+    [money(process.estimated_cost_per_hour), true],
+  ]);
+}
+
+function insights() {
+  return [loadChargeback(), loadUntagged(), loadKpis(), loadModels(), loadShadow()];
+}
+
 function showError(err) {
   $("error").textContent = err.message;
   if (err.status === 401) {
@@ -249,6 +356,7 @@ function showError(err) {
 async function load() {
   $("error").textContent = "";
   document.body.dataset.state = "loading";
+  document.body.dataset.forecast = "loading";
   const steps = [loadSpend(), loadPerModel(), loadTop("device", "top-devices"), loadEvents(), loadDevices()];
   const budgets = loadBudgets();
   const results = await Promise.allSettled([...steps, budgets]);
@@ -259,7 +367,7 @@ async function load() {
   performance.mark("charts-drawn");
   document.body.dataset.state = failed ? "failed" : "ready";
   const later = await Promise.allSettled([
-    loadForecast(), budgets.then(loadProjections),
+    loadForecast(), budgets.then(loadProjections), ...insights(),
   ]);
   const laterFailed = later.find((result) => result.status === "rejected");
   if (laterFailed && !failed) {
@@ -316,6 +424,11 @@ function start() {
     load();
   });
   $("forecast-scope").addEventListener("change", () => loadForecast().catch(showError));
+  $("rightsize-model").addEventListener("change", () => loadRightSizing().catch(showError));
+  $("chargeback-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadChargeback().catch(showError);
+  });
   $("explain-form").addEventListener("submit", explain);
   window.infermeterCharts = charts;
   if (sessionStorage.getItem(TOKEN_KEY)) {

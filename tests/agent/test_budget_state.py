@@ -91,14 +91,18 @@ def test_a_reply_resets_the_counts_to_what_it_did_not_acknowledge(tmp_path):
         assert load_snapshot(buffer).spent["bgt_all"] == 2  # seqs 4 and 5
 
 
-def test_a_reply_without_budgets_writes_nothing_unless_it_removes_some(tmp_path):
+def test_a_reply_without_budgets_writes_nothing_unless_it_removes_some_or_brings_new_hints(tmp_path):
     with Buffer.open(tmp_path / "b.db") as buffer:
         store = BudgetStore(buffer)
-        store.keep_reply([], [hint("resnet50", 1)], received_unix_ns=1, acked_through_seq=9)
+        store.keep_reply([], [], received_unix_ns=1, acked_through_seq=9)
         assert read_version(buffer) == 0
+        store.keep_reply([], [hint("resnet50", 1)], received_unix_ns=1, acked_through_seq=9)
+        assert read_version(buffer) == 1  # kept for agent.router, which prices routes with them
+        store.keep_reply([], [hint("resnet50", 1)], received_unix_ns=2, acked_through_seq=9)
+        assert read_version(buffer) == 1
         store.keep_reply([budget("all")], [], received_unix_ns=1, acked_through_seq=9)
         store.keep_reply([], [], received_unix_ns=2, acked_through_seq=9)
-        assert read_version(buffer) == 2
+        assert read_version(buffer) == 3
         assert load_snapshot(buffer).budgets == ()
         _records(buffer, 3)
         assert store.count_new_records() == 0  # nothing to count against

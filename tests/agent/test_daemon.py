@@ -267,6 +267,8 @@ def agent_config(tmp_path: Path, address: str, **values) -> AgentConfig:
     defaults = dict(
         buffer_path=tmp_path / "buffer.db", collector_address=address, token_file=token_file,
         energy_enabled=False, batch_size=50, interval_s=0.05,
+        # These collectors take pushes only (discovery's reports: tests/agent/test_discovery.py).
+        discovery_enabled=False,
     )
     return AgentConfig(**{**defaults, **values})
 

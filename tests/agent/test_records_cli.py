@@ -95,7 +95,7 @@ def test_json_gives_the_buffer_stats_and_every_field_of_each_record(capsys, fill
         "batch_size": 3, "input_bytes": 3 * 16 * 4, "output_bytes": 3 * 4 * 4,
         "input_tokens": 0, "output_tokens": 0, "status": 1, "error_type": "",
         "tags": {"project": "search", "user": "alice"}, "pid": os.getpid(), "count": 1,
-        "gpu_time_ns": 0, "energy": [], "memory": None,
+        "gpu_time_ns": 0, "energy": [], "memory": None, "server": None,
     }
     assert (records[3]["status"], records[3]["error_type"]) == (2, "InvalidArgument")
     span = records[4]

@@ -6,6 +6,7 @@ and as made afresh. (The `store`, `servers` and token fixtures over them are in 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from concurrent.futures import Future
@@ -15,8 +16,8 @@ from infermeter.v1 import ingest_pb2, usage_pb2
 
 from agent.codec import record_to_proto
 from agent.record import EnergyShare, Kind, UsageRecord
-from collector.rollups import ROLLUP_COLUMNS, rebuild_rollups
-from collector.schema import cost_rollups
+from collector.rollups import DAILY_COLUMNS, ROLLUP_COLUMNS, daily_rows, rebuild_rollups
+from collector.schema import cost_rollups, cost_rollups_daily
 from collector.server import Servers, start_servers
 from collector.tls import ServerTls
 
@@ -135,10 +136,12 @@ def resolve(document: dict, item: dict) -> dict:
 
 
 # A JSON Schema subset, enough for the OpenAPI document's schemas: $ref to components, type
-# (one or a list), properties, required, additionalProperties: false, items, enum, pattern,
-# minimum, maximum. An unsupported keyword fails loudly, so the check never silently passes.
+# (one or a list), properties, required, additionalProperties (false or a schema), items, enum,
+# pattern, minimum, maximum, minLength, maxLength, maxItems, uniqueItems, maxProperties,
+# propertyNames. An unsupported keyword fails loudly, so the check never silently passes.
 _KEYWORDS = {"$ref", "type", "properties", "required", "additionalProperties", "items", "enum", "pattern",
-             "minimum", "maximum", "description", "format", "example", "examples", "title"}
+             "minimum", "maximum", "description", "format", "example", "examples", "title", "minLength",
+             "maxLength", "maxItems", "uniqueItems", "maxProperties", "propertyNames"}
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -169,14 +172,28 @@ def schema_errors(value, schema: dict, document: dict, path: str = "$") -> list[
         errors.append(f"{path}: {value!r} is below {schema['minimum']}")
     if "maximum" in schema and type(value) in (int, float) and value > schema["maximum"]:
         errors.append(f"{path}: {value!r} is above {schema['maximum']}")
+    if isinstance(value, str) and not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
+        errors.append(f"{path}: {value!r} has a length outside [{schema.get('minLength', 0)}, {schema.get('maxLength')}]")
+    if isinstance(value, list) and len(value) > schema.get("maxItems", len(value)):
+        errors.append(f"{path}: more than {schema['maxItems']} items")
+    if isinstance(value, list) and schema.get("uniqueItems") and len({json.dumps(item) for item in value}) < len(value):
+        errors.append(f"{path}: items are not unique")
+    if isinstance(value, dict) and len(value) > schema.get("maxProperties", len(value)):
+        errors.append(f"{path}: more than {schema['maxProperties']} properties")
+    if isinstance(value, dict) and "propertyNames" in schema:
+        for name in value:
+            errors += schema_errors(name, schema["propertyNames"], document, f"{path}.{name} (name)")
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         errors += [f"{path}: missing {name!r}" for name in schema.get("required", ()) if name not in value]
         if schema.get("additionalProperties") is False:
             errors += [f"{path}: unexpected {name!r}" for name in value if name not in properties]
+        extra = schema.get("additionalProperties")
         for name, item in value.items():
             if name in properties:
                 errors += schema_errors(item, properties[name], document, f"{path}.{name}")
+            elif isinstance(extra, dict):
+                errors += schema_errors(item, extra, document, f"{path}.{name}")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], document, f"{path}[{i}]")
@@ -184,9 +201,12 @@ def schema_errors(value, schema: dict, document: dict, path: str = "$") -> list[
 
 
 def stored_rollups(store) -> list[tuple]:
-    """The store's roll-up rows (collector.rollups.ROLLUP_COLUMNS), in key order."""
+    """The store's hourly roll-up rows (collector.rollups.ROLLUP_COLUMNS), in key order, once
+    its daily roll-ups are checked to be exactly the sums of those hours."""
     with store.engine.connect() as connection:
-        return _rollup_rows(connection)
+        hourly = _rollup_rows(connection)
+        assert _daily_rows(connection) == daily_rows(hourly)
+    return hourly
 
 
 def recomputed_rollups(store) -> list[tuple]:
@@ -200,6 +220,12 @@ def recomputed_rollups(store) -> list[tuple]:
 
 def _rollup_rows(connection: sa.Connection) -> list[tuple]:
     query = sa.select(*(cost_rollups.c[name] for name in ROLLUP_COLUMNS)).order_by(*cost_rollups.primary_key.columns)
+    return [tuple(row) for row in connection.execute(query)]
+
+
+def _daily_rows(connection: sa.Connection) -> list[tuple]:
+    table = cost_rollups_daily
+    query = sa.select(*(table.c[name] for name in DAILY_COLUMNS)).order_by(*table.primary_key.columns)
     return [tuple(row) for row in connection.execute(query)]
 
 

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from infermeter.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
 
-from collector import tokens
+from collector import insights_ops, tag_ops, tokens
 from collector.auth import GRPC_ROLES, HTTP_ROLES, parse_bearer
 from collector.http_api import OPENAPI_PATH
 from collector.store import Store, StoreUnavailable
@@ -42,6 +42,16 @@ READS = {
     "/api/v1/budgets/search-monthly": 404,
     "/api/v1/budget-events": 200,
     "/api/v1/webhooks": 200,
+    "/api/v1/tag-policy": 200,
+    "/api/v1/devices/edge-1/tags": 200,
+    "/api/v1/untagged": 200,
+    "/api/v1/chargeback": 200,
+    "/api/v1/shadow-processes": 200,
+    "/api/v1/workload-classes": 200,
+    "/api/v1/kpis": 200,
+    "/api/v1/reports/kpis": 200,
+    "/api/v1/models": 200,
+    "/api/v1/reports/right-sizing?model=resnet50": 200,
 }
 # Writes -> the body they are sent with (valid: only the token stands in the way).
 WRITES = {
@@ -54,12 +64,18 @@ WRITES = {
     "/api/v1/budgets": {"name": "search-monthly", "scope": "global", "period": "month", "amount": "250"},
     "/api/v1/webhooks": {"url": "https://hooks.example.com/infermeter"},
     "/api/v1/webhooks/whk_5d2c0e8f9a1b3c4d5e6f7a8b/revoke": None,
+    "/api/v1/kpis": {"name": "fraud-checks", "unit": "fraud check", "model": "resnet50"},
 }
 # Writes by other methods than POST (on a budget that is not there: only the token stands in
 # the way of the 404).
 OTHER_WRITES = {
     ("PUT", "/api/v1/budgets/search-monthly"): {"name": "search-monthly", "scope": "global", "period": "day", "amount": "1"},
     ("DELETE", "/api/v1/budgets/search-monthly"): None,
+    ("PUT", "/api/v1/tag-policy"): {"required": {"project": []}},
+    ("PUT", "/api/v1/devices/edge-1/tags"): {"tags": {"project": "search"}},
+    ("PUT", "/api/v1/workload-classes/resnet50"): {"criticality": "internal"},
+    ("DELETE", "/api/v1/workload-classes/resnet50"): None,
+    ("DELETE", "/api/v1/kpis/fraud-checks"): None,
 }
 GRPC_READS = {
     "ListDevices": admin_pb2.ListDevicesRequest(),
@@ -73,6 +89,16 @@ GRPC_READS = {
     "GetBudget": admin_pb2.GetBudgetRequest(name="search-monthly"),
     "ListBudgetEvents": admin_pb2.ListBudgetEventsRequest(),
     "ListWebhooks": admin_pb2.ListWebhooksRequest(),
+    "GetTagPolicy": admin_pb2.GetTagPolicyRequest(),
+    "GetDeviceTags": admin_pb2.GetDeviceTagsRequest(name="edge-1"),
+    "GetUntaggedCosts": admin_pb2.GetUntaggedCostsRequest(),
+    "GetChargeback": admin_pb2.GetChargebackRequest(),
+    "ListShadowProcesses": admin_pb2.ListShadowProcessesRequest(),
+    "ListWorkloadClasses": admin_pb2.ListWorkloadClassesRequest(),
+    "ListKpis": admin_pb2.ListKpisRequest(),
+    "GetKpiReport": admin_pb2.GetKpiReportRequest(),
+    "GetModelRegistry": admin_pb2.GetModelRegistryRequest(),
+    "GetRightSizing": admin_pb2.GetRightSizingRequest(model="resnet50"),
 }
 # What a read allowed answers, where that is not OK.
 GRPC_READ_STATUS = {"ExplainRecord": grpc.StatusCode.NOT_FOUND, "GetBudget": grpc.StatusCode.NOT_FOUND}
@@ -90,6 +116,12 @@ GRPC_WRITES = {
     "DeleteBudget": admin_pb2.DeleteBudgetRequest(name="search-monthly"),
     "AddWebhook": admin_pb2.AddWebhookRequest(url="https://hooks.example.com/infermeter"),
     "RevokeWebhook": admin_pb2.RevokeWebhookRequest(webhook_id="whk_5d2c0e8f9a1b3c4d5e6f7a8b"),
+    "SetTagPolicy": admin_pb2.SetTagPolicyRequest(policy_json='{"required": {"project": []}}'),
+    "SetDeviceTags": admin_pb2.SetDeviceTagsRequest(name="edge-1", tags={"project": "search"}),
+    "SetWorkloadClass": admin_pb2.SetWorkloadClassRequest(model="resnet50", criticality="internal"),
+    "DeleteWorkloadClass": admin_pb2.DeleteWorkloadClassRequest(model="resnet50"),
+    "CreateKpi": admin_pb2.CreateKpiRequest(document_json=json.dumps(WRITES["/api/v1/kpis"])),
+    "DeleteKpi": admin_pb2.DeleteKpiRequest(name="fraud-checks"),
 }
 UNKNOWN_ADMIN_TOKEN = tokens.ADMIN_TOKEN_PREFIX + "A" * 43
 
@@ -181,6 +213,8 @@ def assert_unchanged(store: Store) -> None:
     assert [(d.name, d.revoked, d.rotating) for d in store.list_devices()] == [("edge-1", False, False)]
     assert [book.id for book in store.list_price_books()] == [1]
     assert store.list_budgets() == [] and store.list_webhooks() == []
+    assert insights_ops.list_classes(store)["classes"] == [] and insights_ops.list_kpis(store) == {"kpis": []}
+    assert tag_ops.get_policy(store)["version"] == 0 and tag_ops.get_device_tags(store, "edge-1")["tags"] == {}
 
 
 def assert_unauthenticated(status: int, headers: dict, body: dict) -> None:

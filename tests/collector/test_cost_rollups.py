@@ -175,16 +175,17 @@ def test_any_sequence_of_batches_keeps_the_roll_ups_exact(tmp_path_factory, seed
 def test_the_migration_fills_the_roll_ups_from_the_records_stored_before(store_url):  # noqa: F811
     with Store.open(store_url) as store:
         fill(store, seed=5, count=60)
-        made_by_ingest = stored_rollups(store)
+        made_by_ingest = stored_rollups(store)  # and the days, as ingest made them
         report = store.costs(period_costs=False, group_by=("model", "device", "tag:project"), granularity="day")
         with transaction(store.engine, write=True) as connection:
             command.downgrade(alembic_config(connection), "0002")
         with store.engine.connect() as connection:
             assert not sa.inspect(connection).has_table("cost_rollups")
+            assert not sa.inspect(connection).has_table("cost_rollups_daily")
 
         migrate(store.engine)
 
-        assert stored_rollups(store) == made_by_ingest
+        assert stored_rollups(store) == made_by_ingest  # the days too: filled from the hours
         assert store.costs(period_costs=False, group_by=("model", "device", "tag:project"), granularity="day") == report
 
 

@@ -191,8 +191,9 @@ def test_a_viewer_sees_the_charts_with_the_apis_numbers(url, viewer_token, tmp_p
     assert [(row[0], row[1], int(row[4].replace(",", ""))) for row in seen["tables"]["devices"]] == [
         (device["name"], device["site"], device["records"]) for device in devices
     ]
-    # Read-only: the only actions are filtering, the record drill-down and logging out.
-    assert sorted(seen["buttons"]) == ["Apply", "Explain", "Log out"]
+    # Read-only: the only actions are filtering (the chargeback's tags too), the record
+    # drill-down and logging out.
+    assert sorted(seen["buttons"]) == ["Apply", "Explain", "Log out", "Show"]
 
 
 def test_grouping_and_time_range_change_what_is_shown(url, viewer_token, tmp_path):

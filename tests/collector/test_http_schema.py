@@ -56,8 +56,17 @@ CONFIG = schemathesis.Config.from_dict({
     }, {
         # Budgets and webhooks: a document or URL that breaks a rule JSON Schema cannot state (an
         # unknown timezone, thresholds out of order, a URL without a host, a forecast's since
-        # outside its history), and a budget name that is taken (409) or not there (404).
-        "include-operation-id": ["getForecast", "createBudget", "updateBudget", "listBudgetEvents", "addWebhook"],
+        # outside its history), and a budget name that is taken (409) or not there (404). Tag
+        # policies and default tags likewise (a value listed twice, one the policy does not
+        # allow, a device that is not there), and reports given a month and since or until.
+        "include-operation-id": ["getForecast", "createBudget", "updateBudget", "listBudgetEvents", "addWebhook",
+                                 "setTagPolicy", "setDeviceTags", "getUntaggedCosts", "getChargeback"],
+        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "409"]}},
+    }, {
+        # Workload classes, KPIs and their reports: a class request that sets no dimension, a KPI
+        # with both or neither of model and tag, a range that is not whole hours or ends before
+        # it starts, a registry window out of range, a KPI name that is taken (409) or not there.
+        "include-operation-id": ["setWorkloadClass", "createKpi", "getKpiReport", "getModelRegistry", "getRightSizing"],
         "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "409"]}},
     }],
 })
@@ -159,7 +168,7 @@ _DECLARED = {
     for method, operation in operations.items()
 }
 # Path parameters naming what exists: a device, the first price book, a stored record.
-_EXISTING = {"name": "edge-1", "id": "1", "stream_id": STREAM_ID, "seq": "1"}
+_EXISTING = {"name": "edge-1", "id": "1", "stream_id": STREAM_ID, "seq": "1", "model": "resnet50"}
 _UNKNOWN_NAMES = st.text(max_size=16)
 _VALUES = st.lists(st.text(max_size=16), min_size=1, max_size=3)  # more than one: repeated
 

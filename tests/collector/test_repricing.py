@@ -235,7 +235,7 @@ def test_admin_reprice_prints_what_changed(db, capsys):
                          "--until", "2026-11-11", "--device", "edge-1")
 
     assert code == 0, err
-    assert "re-pricing stored records" in err
+    assert err == "infermeter: re-pricing with the price books in force now: 42 of 42 records (100%)\n"
     assert out.startswith("re-priced 42 records, 36 of them changed: ")
     assert out.rstrip().endswith(")") and "USD (difference " in out
 

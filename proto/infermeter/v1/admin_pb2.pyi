@@ -34,7 +34,7 @@ class Device(_message.Message):
     agent_version: str
     records: int
     rotating: bool
-    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., last_seen_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., platform: _Optional[str] = ..., agent_version: _Optional[str] = ..., records: _Optional[int] = ..., rotating: _Optional[bool] = ...) -> None: ...
+    def __init__(self, device_id: _Optional[str] = ..., name: _Optional[str] = ..., profile: _Optional[str] = ..., site: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., last_seen_unix_ns: _Optional[int] = ..., revoked: bool = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., platform: _Optional[str] = ..., agent_version: _Optional[str] = ..., records: _Optional[int] = ..., rotating: bool = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ()
@@ -84,7 +84,7 @@ class GetCostsRequest(_message.Message):
     granularity: str
     top: int
     usage_only: bool
-    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ..., usage_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., granularity: _Optional[str] = ..., top: _Optional[int] = ..., usage_only: bool = ...) -> None: ...
 
 class CostGroup(_message.Message):
     __slots__ = ("key", "inferences", "records", "cost", "compute_cost", "energy_cost", "energy_uj", "duration_ns", "cpu_time_ns", "period", "other", "token_cost", "request_cost", "list_cost", "discount", "idle_cost", "fixed_cost", "total_cost")
@@ -124,7 +124,7 @@ class CostGroup(_message.Message):
     idle_cost: str
     fixed_cost: str
     total_cost: str
-    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., period: _Optional[str] = ..., other: _Optional[bool] = ..., token_cost: _Optional[str] = ..., request_cost: _Optional[str] = ..., list_cost: _Optional[str] = ..., discount: _Optional[str] = ..., idle_cost: _Optional[str] = ..., fixed_cost: _Optional[str] = ..., total_cost: _Optional[str] = ...) -> None: ...
+    def __init__(self, key: _Optional[_Iterable[str]] = ..., inferences: _Optional[int] = ..., records: _Optional[int] = ..., cost: _Optional[str] = ..., compute_cost: _Optional[str] = ..., energy_cost: _Optional[str] = ..., energy_uj: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., period: _Optional[str] = ..., other: bool = ..., token_cost: _Optional[str] = ..., request_cost: _Optional[str] = ..., list_cost: _Optional[str] = ..., discount: _Optional[str] = ..., idle_cost: _Optional[str] = ..., fixed_cost: _Optional[str] = ..., total_cost: _Optional[str] = ...) -> None: ...
 
 class GetCostsResponse(_message.Message):
     __slots__ = ("group_by", "currency", "groups", "total_cost", "total_inferences", "total_records", "granularity", "top", "list_cost", "discount", "idle_cost", "fixed_cost", "usage_cost")
@@ -282,6 +282,18 @@ class GetForecastResponse(_message.Message):
     forecast_json: str
     def __init__(self, forecast_json: _Optional[str] = ...) -> None: ...
 
+class ListShadowProcessesRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    def __init__(self, device: _Optional[str] = ...) -> None: ...
+
+class ListShadowProcessesResponse(_message.Message):
+    __slots__ = ("answer_json",)
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
+    answer_json: str
+    def __init__(self, answer_json: _Optional[str] = ...) -> None: ...
+
 class ListBudgetsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -354,7 +366,7 @@ class Webhook(_message.Message):
     url: str
     created_unix_ns: int
     revoked: bool
-    def __init__(self, webhook_id: _Optional[str] = ..., url: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    def __init__(self, webhook_id: _Optional[str] = ..., url: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., revoked: bool = ...) -> None: ...
 
 class ListWebhooksRequest(_message.Message):
     __slots__ = ()
@@ -385,3 +397,197 @@ class RevokeWebhookRequest(_message.Message):
     WEBHOOK_ID_FIELD_NUMBER: _ClassVar[int]
     webhook_id: str
     def __init__(self, webhook_id: _Optional[str] = ...) -> None: ...
+
+class GetTagPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetTagPolicyRequest(_message.Message):
+    __slots__ = ("policy_json",)
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    policy_json: str
+    def __init__(self, policy_json: _Optional[str] = ...) -> None: ...
+
+class TagPolicyResponse(_message.Message):
+    __slots__ = ("policy_json",)
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    policy_json: str
+    def __init__(self, policy_json: _Optional[str] = ...) -> None: ...
+
+class GetDeviceTagsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SetDeviceTagsRequest(_message.Message):
+    __slots__ = ("name", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeviceTagsResponse(_message.Message):
+    __slots__ = ("device", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, device: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetUntaggedCostsRequest(_message.Message):
+    __slots__ = ("month", "since_unix_ns", "until_unix_ns")
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    month: str
+    since_unix_ns: int
+    until_unix_ns: int
+    def __init__(self, month: _Optional[str] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ...) -> None: ...
+
+class GetUntaggedCostsResponse(_message.Message):
+    __slots__ = ("answer_json",)
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
+    answer_json: str
+    def __init__(self, answer_json: _Optional[str] = ...) -> None: ...
+
+class GetChargebackRequest(_message.Message):
+    __slots__ = ("month", "since_unix_ns", "until_unix_ns", "by")
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    month: str
+    since_unix_ns: int
+    until_unix_ns: int
+    by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, month: _Optional[str] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetChargebackResponse(_message.Message):
+    __slots__ = ("answer_json", "csv")
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
+    CSV_FIELD_NUMBER: _ClassVar[int]
+    answer_json: str
+    csv: str
+    def __init__(self, answer_json: _Optional[str] = ..., csv: _Optional[str] = ...) -> None: ...
+
+class ListWorkloadClassesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWorkloadClassesResponse(_message.Message):
+    __slots__ = ("answer_json",)
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
+    answer_json: str
+    def __init__(self, answer_json: _Optional[str] = ...) -> None: ...
+
+class SetWorkloadClassRequest(_message.Message):
+    __slots__ = ("model", "criticality", "latency", "scaling")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CRITICALITY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    SCALING_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    criticality: str
+    latency: str
+    scaling: str
+    def __init__(self, model: _Optional[str] = ..., criticality: _Optional[str] = ..., latency: _Optional[str] = ..., scaling: _Optional[str] = ...) -> None: ...
+
+class WorkloadClassResponse(_message.Message):
+    __slots__ = ("class_json",)
+    CLASS_JSON_FIELD_NUMBER: _ClassVar[int]
+    class_json: str
+    def __init__(self, class_json: _Optional[str] = ...) -> None: ...
+
+class DeleteWorkloadClassRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class DeleteWorkloadClassResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListKpisRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListKpisResponse(_message.Message):
+    __slots__ = ("answer_json",)
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
+    answer_json: str
+    def __init__(self, answer_json: _Optional[str] = ...) -> None: ...
+
+class CreateKpiRequest(_message.Message):
+    __slots__ = ("document_json",)
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    document_json: str
+    def __init__(self, document_json: _Optional[str] = ...) -> None: ...
+
+class KpiResponse(_message.Message):
+    __slots__ = ("kpi_json",)
+    KPI_JSON_FIELD_NUMBER: _ClassVar[int]
+    kpi_json: str
+    def __init__(self, kpi_json: _Optional[str] = ...) -> None: ...
+
+class DeleteKpiRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteKpiResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetKpiReportRequest(_message.Message):
+    __slots__ = ("since_unix_ns", "until_unix_ns", "granularity")
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    since_unix_ns: int
+    until_unix_ns: int
+    granularity: str
+    def __init__(self, since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ..., granularity: _Optional[str] = ...) -> None: ...
+
+class GetModelRegistryRequest(_message.Message):
+    __slots__ = ("active_days", "sprawl_versions", "model")
+    ACTIVE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    SPRAWL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    active_days: int
+    sprawl_versions: int
+    model: str
+    def __init__(self, active_days: _Optional[int] = ..., sprawl_versions: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
+class GetRightSizingRequest(_message.Message):
+    __slots__ = ("model", "since_unix_ns", "until_unix_ns")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    since_unix_ns: int
+    until_unix_ns: int
+    def __init__(self, model: _Optional[str] = ..., since_unix_ns: _Optional[int] = ..., until_unix_ns: _Optional[int] = ...) -> None: ...
+
+class InsightReportResponse(_message.Message):
+    __slots__ = ("answer_json",)
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
+    answer_json: str
+    def __init__(self, answer_json: _Optional[str] = ...) -> None: ...

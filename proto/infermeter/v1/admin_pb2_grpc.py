@@ -5,7 +5,7 @@ import warnings
 
 from infermeter.v1 import admin_pb2 as infermeter_dot_v1_dot_admin__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class AdminStub:
+class AdminStub(object):
     """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
     token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
     tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
@@ -152,9 +152,89 @@ class AdminStub:
                 request_serializer=infermeter_dot_v1_dot_admin__pb2.RevokeWebhookRequest.SerializeToString,
                 response_deserializer=infermeter_dot_v1_dot_admin__pb2.Webhook.FromString,
                 _registered_method=True)
+        self.GetTagPolicy = channel.unary_unary(
+                '/infermeter.v1.Admin/GetTagPolicy',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetTagPolicyRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.TagPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetTagPolicy = channel.unary_unary(
+                '/infermeter.v1.Admin/SetTagPolicy',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.SetTagPolicyRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.TagPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetDeviceTags = channel.unary_unary(
+                '/infermeter.v1.Admin/GetDeviceTags',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetDeviceTagsRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.DeviceTagsResponse.FromString,
+                _registered_method=True)
+        self.SetDeviceTags = channel.unary_unary(
+                '/infermeter.v1.Admin/SetDeviceTags',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.SetDeviceTagsRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.DeviceTagsResponse.FromString,
+                _registered_method=True)
+        self.GetUntaggedCosts = channel.unary_unary(
+                '/infermeter.v1.Admin/GetUntaggedCosts',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetUntaggedCostsRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.GetUntaggedCostsResponse.FromString,
+                _registered_method=True)
+        self.GetChargeback = channel.unary_unary(
+                '/infermeter.v1.Admin/GetChargeback',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetChargebackRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.GetChargebackResponse.FromString,
+                _registered_method=True)
+        self.ListShadowProcesses = channel.unary_unary(
+                '/infermeter.v1.Admin/ListShadowProcesses',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListShadowProcessesRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListShadowProcessesResponse.FromString,
+                _registered_method=True)
+        self.ListWorkloadClasses = channel.unary_unary(
+                '/infermeter.v1.Admin/ListWorkloadClasses',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListWorkloadClassesRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListWorkloadClassesResponse.FromString,
+                _registered_method=True)
+        self.SetWorkloadClass = channel.unary_unary(
+                '/infermeter.v1.Admin/SetWorkloadClass',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.SetWorkloadClassRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.WorkloadClassResponse.FromString,
+                _registered_method=True)
+        self.DeleteWorkloadClass = channel.unary_unary(
+                '/infermeter.v1.Admin/DeleteWorkloadClass',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.DeleteWorkloadClassRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.DeleteWorkloadClassResponse.FromString,
+                _registered_method=True)
+        self.ListKpis = channel.unary_unary(
+                '/infermeter.v1.Admin/ListKpis',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.ListKpisRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.ListKpisResponse.FromString,
+                _registered_method=True)
+        self.CreateKpi = channel.unary_unary(
+                '/infermeter.v1.Admin/CreateKpi',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.CreateKpiRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.KpiResponse.FromString,
+                _registered_method=True)
+        self.DeleteKpi = channel.unary_unary(
+                '/infermeter.v1.Admin/DeleteKpi',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.DeleteKpiRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.DeleteKpiResponse.FromString,
+                _registered_method=True)
+        self.GetKpiReport = channel.unary_unary(
+                '/infermeter.v1.Admin/GetKpiReport',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetKpiReportRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.FromString,
+                _registered_method=True)
+        self.GetModelRegistry = channel.unary_unary(
+                '/infermeter.v1.Admin/GetModelRegistry',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetModelRegistryRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.FromString,
+                _registered_method=True)
+        self.GetRightSizing = channel.unary_unary(
+                '/infermeter.v1.Admin/GetRightSizing',
+                request_serializer=infermeter_dot_v1_dot_admin__pb2.GetRightSizingRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.FromString,
+                _registered_method=True)
 
 
-class AdminServicer:
+class AdminServicer(object):
     """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
     token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
     tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
@@ -312,6 +392,115 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTagPolicy(self, request, context):
+        """The tag policy in force (version 0: none); set a new version of it (INVALID_ARGUMENT names
+        the offending field of the document).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTagPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeviceTags(self, request, context):
+        """A device's default tags; replace them (its agent hears of them in its next Push reply).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDeviceTags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUntaggedCosts(self, request, context):
+        """The records that fail the tag policy, per device and model, with the tags they miss.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChargeback(self, request, context):
+        """A billing period's costs per department and project (or other tags), untagged, idle and
+        fixed costs included: the lines add up to the period's total cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShadowProcesses(self, request, context):
+        """Processes that run an inference runtime but meter nothing, as the devices last reported
+        them, with an estimate of what they cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkloadClasses(self, request, context):
+        """Workload classes set per model (criticality, latency, scaling); reports group by them
+        with the keys class:criticality, class:latency, class:scaling.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWorkloadClass(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWorkloadClass(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKpis(self, request, context):
+        """Business KPIs, and their cost per unit and ROI per period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateKpi(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKpi(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKpiReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelRegistry(self, request, context):
+        """The model variants devices run, with cost to date and sprawl flags.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRightSizing(self, request, context):
+        """One model's variants side by side, with the monthly saving of the cheapest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -425,6 +614,86 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=infermeter_dot_v1_dot_admin__pb2.RevokeWebhookRequest.FromString,
                     response_serializer=infermeter_dot_v1_dot_admin__pb2.Webhook.SerializeToString,
             ),
+            'GetTagPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTagPolicy,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetTagPolicyRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.TagPolicyResponse.SerializeToString,
+            ),
+            'SetTagPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTagPolicy,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.SetTagPolicyRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.TagPolicyResponse.SerializeToString,
+            ),
+            'GetDeviceTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeviceTags,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetDeviceTagsRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.DeviceTagsResponse.SerializeToString,
+            ),
+            'SetDeviceTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeviceTags,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.SetDeviceTagsRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.DeviceTagsResponse.SerializeToString,
+            ),
+            'GetUntaggedCosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUntaggedCosts,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetUntaggedCostsRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.GetUntaggedCostsResponse.SerializeToString,
+            ),
+            'GetChargeback': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChargeback,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetChargebackRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.GetChargebackResponse.SerializeToString,
+            ),
+            'ListShadowProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShadowProcesses,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListShadowProcessesRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListShadowProcessesResponse.SerializeToString,
+            ),
+            'ListWorkloadClasses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkloadClasses,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListWorkloadClassesRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListWorkloadClassesResponse.SerializeToString,
+            ),
+            'SetWorkloadClass': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWorkloadClass,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.SetWorkloadClassRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.WorkloadClassResponse.SerializeToString,
+            ),
+            'DeleteWorkloadClass': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWorkloadClass,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.DeleteWorkloadClassRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.DeleteWorkloadClassResponse.SerializeToString,
+            ),
+            'ListKpis': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKpis,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.ListKpisRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.ListKpisResponse.SerializeToString,
+            ),
+            'CreateKpi': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKpi,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.CreateKpiRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.KpiResponse.SerializeToString,
+            ),
+            'DeleteKpi': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKpi,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.DeleteKpiRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.DeleteKpiResponse.SerializeToString,
+            ),
+            'GetKpiReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKpiReport,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetKpiReportRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.SerializeToString,
+            ),
+            'GetModelRegistry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelRegistry,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetModelRegistryRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.SerializeToString,
+            ),
+            'GetRightSizing': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRightSizing,
+                    request_deserializer=infermeter_dot_v1_dot_admin__pb2.GetRightSizingRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'infermeter.v1.Admin', rpc_method_handlers)
@@ -433,7 +702,7 @@ def add_AdminServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Admin:
+class Admin(object):
     """Operators' API. Every call carries "authorization: Bearer <admin token>" (infermeter admin
     token add): a viewer token may read, writes need an admin token. Missing, unknown or revoked
     tokens are UNAUTHENTICATED; a viewer token on a write is PERMISSION_DENIED.
@@ -1028,6 +1297,438 @@ class Admin:
             '/infermeter.v1.Admin/RevokeWebhook',
             infermeter_dot_v1_dot_admin__pb2.RevokeWebhookRequest.SerializeToString,
             infermeter_dot_v1_dot_admin__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTagPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetTagPolicy',
+            infermeter_dot_v1_dot_admin__pb2.GetTagPolicyRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.TagPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTagPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/SetTagPolicy',
+            infermeter_dot_v1_dot_admin__pb2.SetTagPolicyRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.TagPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeviceTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetDeviceTags',
+            infermeter_dot_v1_dot_admin__pb2.GetDeviceTagsRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.DeviceTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeviceTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/SetDeviceTags',
+            infermeter_dot_v1_dot_admin__pb2.SetDeviceTagsRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.DeviceTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUntaggedCosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetUntaggedCosts',
+            infermeter_dot_v1_dot_admin__pb2.GetUntaggedCostsRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.GetUntaggedCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChargeback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetChargeback',
+            infermeter_dot_v1_dot_admin__pb2.GetChargebackRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.GetChargebackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShadowProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListShadowProcesses',
+            infermeter_dot_v1_dot_admin__pb2.ListShadowProcessesRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListShadowProcessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkloadClasses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListWorkloadClasses',
+            infermeter_dot_v1_dot_admin__pb2.ListWorkloadClassesRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListWorkloadClassesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWorkloadClass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/SetWorkloadClass',
+            infermeter_dot_v1_dot_admin__pb2.SetWorkloadClassRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.WorkloadClassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWorkloadClass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/DeleteWorkloadClass',
+            infermeter_dot_v1_dot_admin__pb2.DeleteWorkloadClassRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.DeleteWorkloadClassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKpis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/ListKpis',
+            infermeter_dot_v1_dot_admin__pb2.ListKpisRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.ListKpisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKpi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/CreateKpi',
+            infermeter_dot_v1_dot_admin__pb2.CreateKpiRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.KpiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKpi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/DeleteKpi',
+            infermeter_dot_v1_dot_admin__pb2.DeleteKpiRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.DeleteKpiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKpiReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetKpiReport',
+            infermeter_dot_v1_dot_admin__pb2.GetKpiReportRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelRegistry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetModelRegistry',
+            infermeter_dot_v1_dot_admin__pb2.GetModelRegistryRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRightSizing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Admin/GetRightSizing',
+            infermeter_dot_v1_dot_admin__pb2.GetRightSizingRequest.SerializeToString,
+            infermeter_dot_v1_dot_admin__pb2.InsightReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

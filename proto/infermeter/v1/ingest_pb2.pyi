@@ -76,17 +76,74 @@ class PriceHint(_message.Message):
     def __init__(self, model: _Optional[str] = ..., runtime: _Optional[str] = ..., currency: _Optional[str] = ..., cost_per_inference_pico: _Optional[int] = ..., energy_per_inference_uj: _Optional[int] = ...) -> None: ...
 
 class PushResponse(_message.Message):
-    __slots__ = ("acked_through_seq", "inserted", "duplicates", "budgets", "price_hints", "new_token")
+    __slots__ = ("acked_through_seq", "inserted", "duplicates", "budgets", "price_hints", "new_token", "device_tags")
+    class DeviceTagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACKED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     INSERTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     BUDGETS_FIELD_NUMBER: _ClassVar[int]
     PRICE_HINTS_FIELD_NUMBER: _ClassVar[int]
     NEW_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TAGS_FIELD_NUMBER: _ClassVar[int]
     acked_through_seq: int
     inserted: int
     duplicates: int
     budgets: _containers.RepeatedCompositeFieldContainer[BudgetState]
     price_hints: _containers.RepeatedCompositeFieldContainer[PriceHint]
     new_token: str
-    def __init__(self, acked_through_seq: _Optional[int] = ..., inserted: _Optional[int] = ..., duplicates: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., price_hints: _Optional[_Iterable[_Union[PriceHint, _Mapping]]] = ..., new_token: _Optional[str] = ...) -> None: ...
+    device_tags: _containers.ScalarMap[str, str]
+    def __init__(self, acked_through_seq: _Optional[int] = ..., inserted: _Optional[int] = ..., duplicates: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[BudgetState, _Mapping]]] = ..., price_hints: _Optional[_Iterable[_Union[PriceHint, _Mapping]]] = ..., new_token: _Optional[str] = ..., device_tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ShadowProcess(_message.Message):
+    __slots__ = ("pid", "start_unix_ns", "command", "cmdline", "uid", "user", "runtimes", "rss_bytes", "cpu_time_ns", "cpu_ns_per_s", "gpu_memory_bytes", "last_record_unix_ns")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CPU_NS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECORD_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    start_unix_ns: int
+    command: str
+    cmdline: str
+    uid: int
+    user: str
+    runtimes: _containers.RepeatedScalarFieldContainer[str]
+    rss_bytes: int
+    cpu_time_ns: int
+    cpu_ns_per_s: int
+    gpu_memory_bytes: int
+    last_record_unix_ns: int
+    def __init__(self, pid: _Optional[int] = ..., start_unix_ns: _Optional[int] = ..., command: _Optional[str] = ..., cmdline: _Optional[str] = ..., uid: _Optional[int] = ..., user: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., rss_bytes: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., cpu_ns_per_s: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., last_record_unix_ns: _Optional[int] = ...) -> None: ...
+
+class ReportProcessesRequest(_message.Message):
+    __slots__ = ("scanned_unix_ns", "interval_s", "processes", "runtime_processes", "unreadable_processes")
+    SCANNED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    scanned_unix_ns: int
+    interval_s: float
+    processes: _containers.RepeatedCompositeFieldContainer[ShadowProcess]
+    runtime_processes: int
+    unreadable_processes: int
+    def __init__(self, scanned_unix_ns: _Optional[int] = ..., interval_s: _Optional[float] = ..., processes: _Optional[_Iterable[_Union[ShadowProcess, _Mapping]]] = ..., runtime_processes: _Optional[int] = ..., unreadable_processes: _Optional[int] = ...) -> None: ...
+
+class ReportProcessesResponse(_message.Message):
+    __slots__ = ("stored",)
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    def __init__(self, stored: _Optional[int] = ...) -> None: ...

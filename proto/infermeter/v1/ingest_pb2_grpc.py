@@ -5,7 +5,7 @@ import warnings
 
 from infermeter.v1 import ingest_pb2 as infermeter_dot_v1_dot_ingest__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class IngestStub:
+class IngestStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -39,13 +39,26 @@ class IngestStub:
                 request_serializer=infermeter_dot_v1_dot_ingest__pb2.PushRequest.SerializeToString,
                 response_deserializer=infermeter_dot_v1_dot_ingest__pb2.PushResponse.FromString,
                 _registered_method=True)
+        self.ReportProcesses = channel.unary_unary(
+                '/infermeter.v1.Ingest/ReportProcesses',
+                request_serializer=infermeter_dot_v1_dot_ingest__pb2.ReportProcessesRequest.SerializeToString,
+                response_deserializer=infermeter_dot_v1_dot_ingest__pb2.ReportProcessesResponse.FromString,
+                _registered_method=True)
 
 
-class IngestServicer:
+class IngestServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Push(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportProcesses(self, request, context):
+        """Shadow AI discovery: a snapshot, not records, so it is sent on its own (never retried:
+        the next scan replaces it).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -58,6 +71,11 @@ def add_IngestServicer_to_server(servicer, server):
                     request_deserializer=infermeter_dot_v1_dot_ingest__pb2.PushRequest.FromString,
                     response_serializer=infermeter_dot_v1_dot_ingest__pb2.PushResponse.SerializeToString,
             ),
+            'ReportProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportProcesses,
+                    request_deserializer=infermeter_dot_v1_dot_ingest__pb2.ReportProcessesRequest.FromString,
+                    response_serializer=infermeter_dot_v1_dot_ingest__pb2.ReportProcessesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'infermeter.v1.Ingest', rpc_method_handlers)
@@ -66,7 +84,7 @@ def add_IngestServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Ingest:
+class Ingest(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -86,6 +104,33 @@ class Ingest:
             '/infermeter.v1.Ingest/Push',
             infermeter_dot_v1_dot_ingest__pb2.PushRequest.SerializeToString,
             infermeter_dot_v1_dot_ingest__pb2.PushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infermeter.v1.Ingest/ReportProcesses',
+            infermeter_dot_v1_dot_ingest__pb2.ReportProcessesRequest.SerializeToString,
+            infermeter_dot_v1_dot_ingest__pb2.ReportProcessesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,8 +57,28 @@ class Memory(_message.Message):
     model_resident_bytes: int
     def __init__(self, peak_rss_bytes: _Optional[int] = ..., peak_gpu_memory_bytes: _Optional[int] = ..., model_resident_bytes: _Optional[int] = ...) -> None: ...
 
+class ServerSide(_message.Message):
+    __slots__ = ("queue_ns", "compute_input_ns", "compute_infer_ns", "compute_output_ns", "gpu_memory_bytes", "source", "method", "interval_ns")
+    QUEUE_NS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_INPUT_NS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_INFER_NS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_OUTPUT_NS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_NS_FIELD_NUMBER: _ClassVar[int]
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+    gpu_memory_bytes: int
+    source: str
+    method: str
+    interval_ns: int
+    def __init__(self, queue_ns: _Optional[int] = ..., compute_input_ns: _Optional[int] = ..., compute_infer_ns: _Optional[int] = ..., compute_output_ns: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., source: _Optional[str] = ..., method: _Optional[str] = ..., interval_ns: _Optional[int] = ...) -> None: ...
+
 class UsageRecord(_message.Message):
-    __slots__ = ("seq", "kind", "model", "model_version", "runtime", "execution_provider", "batch_size", "input_bytes", "output_bytes", "input_tokens", "output_tokens", "start_unix_ns", "duration_ns", "cpu_time_ns", "status", "error_type", "tags", "pid", "count", "gpu_time_ns", "energy", "memory")
+    __slots__ = ("seq", "kind", "model", "model_version", "runtime", "execution_provider", "batch_size", "input_bytes", "output_bytes", "input_tokens", "output_tokens", "start_unix_ns", "duration_ns", "cpu_time_ns", "status", "error_type", "tags", "pid", "count", "gpu_time_ns", "energy", "memory", "server")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +108,7 @@ class UsageRecord(_message.Message):
     GPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     ENERGY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
     seq: int
     kind: RecordKind
     model: str
@@ -110,4 +131,5 @@ class UsageRecord(_message.Message):
     gpu_time_ns: int
     energy: _containers.RepeatedCompositeFieldContainer[EnergyShare]
     memory: Memory
-    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[RecordKind, str]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., start_unix_ns: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., status: _Optional[_Union[Status, str]] = ..., error_type: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., count: _Optional[int] = ..., gpu_time_ns: _Optional[int] = ..., energy: _Optional[_Iterable[_Union[EnergyShare, _Mapping]]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
+    server: ServerSide
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[RecordKind, str]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., start_unix_ns: _Optional[int] = ..., duration_ns: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., status: _Optional[_Union[Status, str]] = ..., error_type: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., count: _Optional[int] = ..., gpu_time_ns: _Optional[int] = ..., energy: _Optional[_Iterable[_Union[EnergyShare, _Mapping]]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., server: _Optional[_Union[ServerSide, _Mapping]] = ...) -> None: ...

@@ -97,6 +97,11 @@ class Call:
         return max(min(self.end_ms, t1_ms) - max(self.start_ms, t0_ms), 0)
 
 
+# Runs in one step, and in steps of one and three intervals (agent.energy.attributor): the
+# same energy, and the sums still add up.
+STEPS = pytest.mark.parametrize("max_intervals", [10_000, 1, 3])
+
+
 class Machine:
     """The device under the daemon: the clock, /proc/stat, two sensors and a sampler on them."""
 
@@ -134,11 +139,11 @@ class Machine:
 
     def attributor(self, buffer: Buffer | None = None, **knobs) -> Attributor:
         """An attributor on the machine's clocks; its idle energy becomes an idle record at
-        every run unless idle_record_ns says otherwise."""
+        every run (in one step) unless idle_record_ns (max_intervals) says otherwise."""
         return Attributor(
             buffer or self.buffer, self.sampler.infos, boot=self.boot, cpu_count=4,
             sample_period_ns=STEP_MS * MS, device_tags=DEVICE_TAGS, clock_ns=self.clock_ns,
-            wall_ns=self.wall_ns, **{"idle_record_ns": 0, **knobs},
+            wall_ns=self.wall_ns, **{"idle_record_ns": 0, "max_intervals": 10_000, **knobs},
         )
 
     def play(self, calls: Iterable[Call], *, until_ms: int, other_busy_ms: Mapping[int, int] | None = None) -> None:
@@ -237,17 +242,18 @@ GPU_CALL = Call(300, 700, gpu=True)
 SPANNING = Call(1200, 1800)  # across the first run's watermark, 1500 ms
 
 
-def test_records_and_idle_records_hold_exactly_what_the_sensors_counted(machine, buffer):
+@STEPS
+def test_records_and_idle_records_hold_exactly_what_the_sensors_counted(machine, buffer, max_intervals):
     calls = [CPU_CALL, GPU_CALL, Call(250, 300), SPANNING]
     machine.play(calls, until_ms=2500, other_busy_ms={900: 60, 1400: 30})
     append(buffer, *calls)
 
-    machine.attributor().run_once()
+    machine.attributor(max_intervals=max_intervals).run_once()
 
     assert ledger.done_until(buffer, BOOT) == ms(1500)
     assert_conserved(machine, buffer)
     machine.play([], until_ms=3500)
-    machine.attributor().run_once()
+    machine.attributor(max_intervals=max_intervals).run_once()
     assert ledger.done_until(buffer, BOOT) == ms(2500)
     assert_conserved(machine, buffer)
 
@@ -519,23 +525,25 @@ def test_a_sensor_missing_from_some_passes_gets_one_interval_across_the_gap(mach
     assert [s.t1_ns for s in spans if machine.package.name in s.energy] == [ms(100), ms(200), ms(300), ms(400)]
 
 
-def test_energy_counted_across_a_sensor_gap_at_the_watermark_is_kept(machine, buffer):
+@STEPS
+def test_energy_counted_across_a_sensor_gap_at_the_watermark_is_kept(machine, buffer, max_intervals):
     machine.gpu.missing = True
     machine.play([GPU_CALL], until_ms=1700)  # the GPU sensor misses 100 .. 1700 ms
     machine.gpu.missing = False
     machine.play([], until_ms=2500)
     (seq,) = append(buffer, GPU_CALL)
 
-    machine.attributor().run_once()  # final to 1500 ms, inside the gap
+    machine.attributor(max_intervals=max_intervals).run_once()  # final to 1500 ms, inside the gap
     machine.play([], until_ms=3000)
-    machine.attributor().run_once()
+    machine.attributor(max_intervals=max_intervals).run_once()
 
     assert energy_by_domain(buffer)[DOMAIN_GPU] == 400 * GPU_UJ_PER_BUSY_MS
     assert_conserved(machine, buffer)
     assert stored(buffer, seq)[1] == 1
 
 
-def test_sensors_missing_from_different_passes_are_each_counted_once(machine, buffer):
+@STEPS
+def test_sensors_missing_from_different_passes_are_each_counted_once(machine, buffer, max_intervals):
     calls = [Call(100, 400), Call(1300, 1700, gpu=True)]
     machine.gpu.missing = True  # from 100 to 1400 ms
     machine.play(calls, until_ms=1400)
@@ -545,10 +553,10 @@ def test_sensors_missing_from_different_passes_are_each_counted_once(machine, bu
     machine.play(calls, until_ms=2500)
     append(buffer, *calls)
 
-    machine.attributor().run_once()  # the last span to start ends at 1400, the GPU's at 1500
+    machine.attributor(max_intervals=max_intervals).run_once()  # the last span to start ends at 1400, the GPU's at 1500
     assert ledger.done_until(buffer, BOOT) == ms(1500)
     machine.play([], until_ms=3500)
-    machine.attributor().run_once()
+    machine.attributor(max_intervals=max_intervals).run_once()
 
     assert_conserved(machine, buffer)
 
