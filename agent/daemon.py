@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import faulthandler
 import functools
+import gc
 import json
 import logging
 import os
@@ -239,6 +240,9 @@ def run(config: AgentConfig, *, ready_file: Path | None = None) -> int:
     metrics = start_metrics(config, energy)
     channel = open_channel(config)
     daemon = build_daemon(config, buffer, channel, energy, stop=stop, watchdog_s=watchdog_s, metrics=metrics)
+    # What start-up made lives as long as the daemon: out of the garbage collector's sight, so
+    # that its collections go over the rounds' own objects only.
+    gc.freeze()
     if not faulthandler.is_enabled():
         # systemd's watchdog kills with SIGABRT: the journal then shows where each thread was.
         faulthandler.enable()

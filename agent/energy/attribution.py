@@ -77,9 +77,10 @@ class Interval:
     gpu_busy_ns: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Activity:
-    """What attribution needs of a record (times on CLOCK_MONOTONIC)."""
+    """What attribution needs of a record (times on CLOCK_MONOTONIC). Not frozen: the daemon
+    makes one per record, and a frozen dataclass takes four times as long to make."""
 
     seq: int
     start_ns: int
@@ -90,7 +91,7 @@ class Activity:
     end_ns: int = field(init=False)  # read many times per record: kept, not a property
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "end_ns", self.start_ns + self.duration_ns)
+        self.end_ns = self.start_ns + self.duration_ns
 
 
 @dataclass

@@ -16,8 +16,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.buffer import Buffer, encode_energy, encode_memory, encode_tags
-from agent.energy.attribution import GPU_PROVIDERS, Activity, Counted, Interval, SensorInfo
+from agent.buffer import Buffer, decode_json, encode_energy, encode_memory, encode_tags
+from agent.energy.attribution import (
+    GPU_PROVIDERS,
+    Activity,
+    Counted,
+    Interval,
+    SensorInfo,
+)
 from agent.record import EnergyShare, Kind, Memory, Status
 
 
@@ -121,13 +127,18 @@ def waiting(buffer: Buffer, boot: int, *, start_before_ns: int) -> list[Waiting]
         (boot, start_before_ns),
     )
     found = []
+    memories: dict[str, Memory] = {}  # the records of one session mostly start with the same
     for seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider, pid, energy, memory in rows:
         activity = Activity(seq, start_ns, duration_ns, cpu_ns, gpu_ns, provider in GPU_PROVIDERS)
         partial = {
             (domain, source, method): [energy_uj, error_uj]
-            for domain, energy_uj, source, method, _, error_uj in (json.loads(energy) if energy else ())
-        }
-        so_far = Memory(*json.loads(memory)) if memory else None
+            for domain, energy_uj, source, method, _, error_uj in decode_json(energy)
+        } if energy else {}
+        so_far = None
+        if memory:
+            so_far = memories.get(memory)
+            if so_far is None:
+                so_far = memories[memory] = Memory(*decode_json(memory))
         found.append(Waiting(activity, pid, partial, so_far, seen=energy is not None))
     return found
 

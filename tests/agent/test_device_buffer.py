@@ -17,6 +17,10 @@ from agent.buffer import (
     SCHEMA_VERSION,
     Buffer,
     BufferError,
+    decode_json,
+    encode_energy,
+    encode_memory,
+    encode_tags,
     row_from_record,
 )
 from agent.record import EnergyShare, Kind, Memory, Status, UsageRecord
@@ -29,6 +33,18 @@ def make_record(i: int = 0, **fields) -> UsageRecord:
     )
     values.update(fields)
     return UsageRecord(**values)
+
+
+def test_what_the_buffer_encodes_decodes_back():
+    shares = [EnergyShare("cpu", 12, 'rapl:"package-0", die 1', "cpu-time", 100_000_000, 3),
+              EnergyShare("gpu", 0, "nvml:0 ü", "gpu-time", 1, 0)]
+    assert [EnergyShare(*share) for share in decode_json(encode_energy(shares))] == shares
+    assert Memory(*decode_json(encode_memory(Memory(1, 2, 3)))) == Memory(1, 2, 3)
+    tags = {"project": "a,b", "user": 'x"y', "site": "Zürich"}
+    assert decode_json(encode_tags(tags)) == tags
+    for text in ("", "[1,", "not json"):
+        with pytest.raises(ValueError):
+            decode_json(text)
 
 
 def test_new_buffer_has_schema_and_a_random_stream(tmp_path):
