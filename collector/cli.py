@@ -619,6 +619,14 @@ def format_explanation(explanation: dict) -> str:
          f"{requests['picos']} picos = {requests['cost']}"),
         f"total    {total['picos']} picos = {total['cost']} {currency} (list cost)",
     ]
+    server = record.get("server")
+    if server:
+        lines.insert(2, (
+            f"server   queue {server['queue_ns']} ns, compute input {server['compute_input_ns']} ns, infer "
+            f"{server['compute_infer_ns']} ns, output {server['compute_output_ns']} ns, GPU memory "
+            f"{server['gpu_memory_bytes']} bytes ({server['source']}, {server['method']} over "
+            f"{server['interval_ns']} ns)"
+        ))
     discount = explanation.get("discount")
     if discount:
         tiers = ", ".join(f"{tier['percent_off']} % from {tier['from']}" for tier in discount["tiers"])

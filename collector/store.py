@@ -466,6 +466,8 @@ class Store:
                 "device": row.device_name, "device_id": row.device_id, "stream_id": row.stream_id, "seq": row.seq,
                 "model": row.model, "model_version": row.model_version, "start_unix_ns": row.start_unix_ns,
                 "profile": row.profile, "site": row.site,
+                # What a Triton server did for the call, joined on the device (null without).
+                "server": row.server,
             },
             "currency": book.currency,
             "price_book": {"id": row.price_book_id, "effective_from_unix_ns": book_row.effective_from_unix_ns},

@@ -10,10 +10,11 @@ from infermeter.v1 import ingest_pb2_grpc
 
 from agent.codec import record_from_proto, record_to_proto
 from agent.record import INT64_MAX, InvalidRecord, ServerSide, validate
+from collector.cli import format_explanation
 from collector.schema import records
 from collector.store import Store
 from tests.collector.databases import store_url  # noqa: F401
-from tests.collector.helpers import ServersThread, make_record, push_request
+from tests.collector.helpers import STREAM_ID, ServersThread, make_record, push_request
 
 SERVER = ServerSide(
     queue_ns=120_000, compute_input_ns=30_000, compute_infer_ns=2_100_000, compute_output_ns=40_000,
@@ -89,3 +90,25 @@ def test_validate_names_the_server_field():
 
     with pytest.raises(InvalidRecord, match="server.queue_ns"):
         validate(record)
+
+
+def test_explain_shows_what_the_server_did(store_url):  # noqa: F811
+    store = Store.open(store_url)
+    try:
+        device = store.add_device("edge-1")
+        with ServersThread(store) as servers, grpc.insecure_channel(servers.grpc_address) as channel:
+            push(channel, push_request([triton_record(1), triton_record(2, None)]), device.token)
+        joined = store.explain_record(STREAM_ID, 1)
+        alone = store.explain_record(STREAM_ID, 2)
+    finally:
+        store.close()
+
+    assert joined["record"]["server"]["compute_infer_ns"] == 2_100_000
+    assert joined["record"]["server"]["source"] == "triton-statistics"
+    assert alone["record"]["server"] is None
+    lines = format_explanation(joined).splitlines()
+    assert lines[2] == (
+        "server   queue 120000 ns, compute input 30000 ns, infer 2100000 ns, output 40000 ns, GPU memory "
+        "536870912 bytes (triton-statistics, batch-share over 1000000000 ns)"
+    )
+    assert not any(line.startswith("server") for line in format_explanation(alone).splitlines())
