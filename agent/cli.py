@@ -14,12 +14,12 @@ import logging
 import os
 import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from agent import completion, discovery_cli, wrap_cli
 from agent.buffer import Buffer, BufferError
 from agent.config import ConfigError, load_config
+from agent.version import VERSION
 
 EPILOG = """\
 Start here:
@@ -32,13 +32,6 @@ Start here:
 
 Every command has --help; commands that print data take --json.
 """
-
-
-def _version() -> str:
-    try:
-        return metadata.version("infermeter")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _setup_logging(level: str) -> None:
@@ -229,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"infermeter {_version()}")
+    parser.add_argument("--version", action="version", version=f"infermeter {VERSION}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = subparsers.add_parser(
         "demo",

@@ -22,7 +22,6 @@ import platform
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +32,7 @@ from agent.budgets import BudgetState, PriceHint
 from agent.codec import budget_state_from_proto, price_hint_from_proto, record_to_proto
 from agent.config import AgentConfig, ConfigError
 from agent.record import UsageRecord
+from agent.version import VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +116,7 @@ class DeviceInfo:
 
     @classmethod
     def of_this_machine(cls) -> DeviceInfo:
-        try:
-            version = metadata.version("infermeter")
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        return cls(socket.gethostname(), os.cpu_count() or 1, platform.platform(), version)
+        return cls(socket.gethostname(), os.cpu_count() or 1, platform.platform(), VERSION)
 
 
 def open_channel(config: AgentConfig) -> grpc.Channel:

@@ -33,6 +33,7 @@ class Roots:
 
     sys: Path = Path("/sys")
     proc: Path = Path("/proc")
+    dev: Path = Path("/dev")
 
 
 @dataclass
@@ -51,7 +52,7 @@ def probe(config: AgentConfig, *, roots: Roots = Roots()) -> EnergySetup:
     auto = "auto" in wanted
     setup = EnergySetup([], cpu)
     cpu_side = _cpu_side(config, roots, cpu, wanted, auto)
-    gpu_side = _gpu_side(config, wanted, auto)
+    gpu_side = _gpu_side(config, roots, wanted, auto)
     for family, sensors, gpu_load, gpu_memory in (*cpu_side, *gpu_side):
         setup.sensors += sensors
         setup.families.append(family)
@@ -87,10 +88,10 @@ def _cpu_side(config: AgentConfig, roots: Roots, cpu: CpuActivity, wanted: set[s
     return found
 
 
-def _gpu_side(config: AgentConfig, wanted: set[str], auto: bool) -> list[Found]:
+def _gpu_side(config: AgentConfig, roots: Roots, wanted: set[str], auto: bool) -> list[Found]:
     found: list[Found] = []
     if "nvml" in wanted or auto:
-        result = _nvml()
+        result = _nvml(roots)
         if result is not None and result[0]:
             found.append(("nvml", *result))
     if config.triton_metrics_url and ("triton" in wanted or (auto and not found)):
@@ -122,7 +123,12 @@ def _hwmon(roots: Roots):
     return [s for s in probe_hwmon(roots.sys / "class" / "hwmon") if s.domain == DOMAIN_PACKAGE], None, None
 
 
-def _nvml():
+def _nvml(roots: Roots):
+    if not nvidia_driver(roots):
+        # Not even imported: pynvml and ctypes are 3 MB of RSS that a device without an
+        # NVIDIA GPU has no use for.
+        logger.info("no NVIDIA GPU sensors: no NVIDIA driver on this machine")
+        return None
     from agent.energy import nvidia, nvml_usage
 
     nvml = nvidia.pynvml_or_none()
@@ -134,6 +140,12 @@ def _nvml():
         functools.partial(nvml_usage.utilization_fraction, nvml),
         functools.partial(nvml_usage.memory_by_pid, nvml),
     )
+
+
+def nvidia_driver(roots: Roots) -> bool:
+    """Whether an NVIDIA driver shows itself: its control device (every Linux driver, containers
+    with GPUs included), its /proc folder, or the GPU device of WSL, whose NVML needs neither."""
+    return any(path.exists() for path in (roots.dev / "nvidiactl", roots.proc / "driver" / "nvidia", roots.dev / "dxg"))
 
 
 def _check_disjoint(sensors: Iterable[Sensor], *, explicit: bool) -> None:

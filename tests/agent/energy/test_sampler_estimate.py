@@ -21,7 +21,7 @@ from agent.buffer import APPEND_COLUMNS, Buffer
 from agent.config import AgentConfig
 from agent.energy.activity import CpuActivity
 from agent.energy.estimate import CpuEstimate, MemoryEstimate, PowerModel
-from agent.energy.probe import Roots, probe
+from agent.energy.probe import Roots, nvidia_driver, probe
 from agent.energy.sampler import Sampler
 from agent.energy.sensor import (
     DOMAIN_CPU,
@@ -410,3 +410,19 @@ def test_the_service_samples_the_configured_sensors_for_the_waiting_processes(tm
     boots = {boot for (boot,) in buffer.query("SELECT boot FROM activity_samples")}
     assert boots == {0x0B1A5E3C8D8F4F3}
     assert buffer.query("SELECT count(DISTINCT sensor), count(DISTINCT t_ns) >= 3 FROM energy_samples") == [(2, 1)]
+
+
+def test_nvml_is_not_even_loaded_without_an_nvidia_driver(tmp_path, proc, monkeypatch):
+    from agent.energy import nvidia
+
+    loads = []
+    monkeypatch.setattr(nvidia, "pynvml_or_none", lambda: loads.append("pynvml"))
+    bare = Roots(sys=tmp_path / "sys", proc=proc, dev=tmp_path / "dev")
+    assert chosen(bare, "nvml") == ([], [])
+    assert loads == []
+
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidiactl").touch()
+    assert chosen(bare, "nvml") == ([], [])
+    assert loads == ["pynvml"]
+    assert nvidia_driver(Roots(sys=tmp_path / "sys", proc=proc, dev=tmp_path / "none")) is False
