@@ -63,7 +63,7 @@ def test_a_record_is_explained_component_by_component(db):
         "record": {
             "device": "edge-berlin", "device_id": explanation["record"]["device_id"], "stream_id": STREAM_ID,
             "seq": 1, "model": "resnet50", "model_version": "3", "start_unix_ns": PEAK,
-            "profile": "default", "site": "berlin",
+            "profile": "default", "site": "berlin", "server": None,
         },
         "currency": "USD",
         "price_book": {"id": 2, "effective_from_unix_ns": BOOK_FROM},
