@@ -602,6 +602,7 @@ def format_explanation(explanation: dict) -> str:
         (f"record {record['stream_id']}:{record['seq']} of device {record['device']}, "
          f"model {record['model']} {record['model_version']}, started {_utc(record['start_unix_ns'])} UTC"),
         f"price book {book['id']}, effective from {_utc(book['effective_from_unix_ns'])} UTC ({currency})",
+        *_server_lines(record.get("server")),
         f"compute  profile {compute['profile']} ({profile})",
         f"         rate per device-second {compute['rate_per_device_s']}",
         (f"         CPU share {compute['cpu_time_ns']} ns / {compute['cpu_cores']} cores = "
@@ -619,14 +620,6 @@ def format_explanation(explanation: dict) -> str:
          f"{requests['picos']} picos = {requests['cost']}"),
         f"total    {total['picos']} picos = {total['cost']} {currency} (list cost)",
     ]
-    server = record.get("server")
-    if server:
-        lines.insert(2, (
-            f"server   queue {server['queue_ns']} ns, compute input {server['compute_input_ns']} ns, infer "
-            f"{server['compute_infer_ns']} ns, output {server['compute_output_ns']} ns, GPU memory "
-            f"{server['gpu_memory_bytes']} bytes ({server['source']}, {server['method']} over "
-            f"{server['interval_ns']} ns)"
-        ))
     discount = explanation.get("discount")
     if discount:
         tiers = ", ".join(f"{tier['percent_off']} % from {tier['from']}" for tier in discount["tiers"])
@@ -641,6 +634,18 @@ def format_explanation(explanation: dict) -> str:
     if not explanation["matches_stored"]:
         lines.append("note: the stored cost differs from this derivation")
     return "\n".join(lines)
+
+
+def _server_lines(server: dict | None) -> list[str]:
+    """What a Triton server did for the record, when the device joined it."""
+    if not server:
+        return []
+    return [
+        f"server   queue {server['queue_ns']} ns, compute input {server['compute_input_ns']} ns, infer "
+        f"{server['compute_infer_ns']} ns, output {server['compute_output_ns']} ns, GPU memory "
+        f"{server['gpu_memory_bytes']} bytes ({server['source']}, {server['method']} over "
+        f"{server['interval_ns']} ns)"
+    ]
 
 
 def _money(amount: str) -> str:

@@ -60,10 +60,6 @@ class Kpi:
         """The cost report's group key that the KPI's cost is a group of."""
         return "model" if self.model is not None else f"tag:{self.tag[0]}"
 
-    @property
-    def selector(self) -> str:
-        return f"model:{self.model}" if self.model is not None else f"tag:{self.tag[0]}={self.tag[1]}"
-
     def to_json(self) -> dict:
         value = None if self.value_per_unit_pico is None else decimal_text(picos_to_decimal(self.value_per_unit_pico))
         return {"name": self.name, "unit": self.unit, "measure": self.measure, "model": self.model,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.energy.sysfs import read_head
+
 # /proc/stat's aggregate "cpu" line: user nice system idle iowait irq softirq steal guest
 # guest_nice, in clock ticks. Busy is everything but idle and iowait; guest time is already
 # counted in user and nice.
@@ -22,13 +24,7 @@ class CpuActivity:
     def busy_ns(self) -> int | None:
         """CPU time spent busy by all CPUs since boot, or None if /proc/stat is unreadable."""
         try:
-            # The bare system calls: the sampler reads this every pass (open() costs twice as much).
-            fd = os.open(self._stat, os.O_RDONLY)
-            try:
-                head = os.read(fd, _HEAD_BYTES)
-            finally:
-                os.close(fd)
-            first = head.split(b"\n", 1)[0].split()
+            first = read_head(self._stat, _HEAD_BYTES).split(b"\n", 1)[0].split()
             if first[0] != b"cpu":
                 return None
             return sum(int(first[1 + i]) for i in _BUSY_FIELDS) * self._ns_per_tick

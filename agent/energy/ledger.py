@@ -17,13 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.buffer import Buffer, decode_json, encode_energy, encode_memory, encode_tags
-from agent.energy.attribution import (
-    GPU_PROVIDERS,
-    Activity,
-    Counted,
-    Interval,
-    SensorInfo,
-)
+from agent.energy.attribution import GPU_PROVIDERS, Activity, Counted, Interval, SensorInfo
 from agent.record import EnergyShare, Kind, Memory, Status
 
 

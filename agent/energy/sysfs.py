@@ -24,15 +24,20 @@ _UNSIGNED = re.compile(r"[0-9]+")
 _SIGNED = re.compile(r"-?[0-9]+")
 
 
-def read_sysfs(path: Path) -> str:
-    """The file's text, read with the bare system calls: the sampler reads a few such files
-    every pass, and Path.read_text costs two to three times as much. A byte that is not
-    ASCII raises UnicodeDecodeError, a ValueError."""
+def read_head(path: Path, max_bytes: int = _MAX_BYTES) -> bytes:
+    """The first max_bytes of a file, read with the bare system calls: the sampler reads a few
+    such files every pass (sysfs attributes, /proc/stat), and Path.read_text or open() cost two
+    to three times as much."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        return os.read(fd, _MAX_BYTES).decode("ascii")
+        return os.read(fd, max_bytes)
     finally:
         os.close(fd)
+
+
+def read_sysfs(path: Path) -> str:
+    """The attribute's text; a byte that is not ASCII raises UnicodeDecodeError, a ValueError."""
+    return read_head(path).decode("ascii")
 
 
 def read_uint(path: Path, read_text: ReadText = read_sysfs) -> int:
